@@ -1,0 +1,9 @@
+//! CPU-only mathematics on ndarray: clustering, 2D maps and validity measures.
+//!
+//! Owns the algorithms and nothing else: no files, no async, no logging of customer data.
+//! Every function that draws random numbers takes a seed or an RNG; every parallel loop
+//! either writes disjoint outputs or reduces in a fixed order, so results are identical
+//! whatever the number of threads.
+
+pub mod maps;
+pub mod progress;

@@ -1,0 +1,18 @@
+//! segscope: see, trust and talk about customer segments.
+//!
+//! The crate is layered so that dependencies point one way:
+//!
+//! - transports: [`cli`] (the `segscope` binary) turns arguments into validated commands;
+//! - use cases: [`pipeline`] runs ingest → scale → cluster → map → measure → narrate → report;
+//! - capabilities: [`ingest`] (files to validated tables), [`features`] (scaling),
+//!   [`analysis`] (CPU-only maths on ndarray: clustering, maps, validity), [`narrative`]
+//!   (names, descriptions and caveats written from the numbers), [`report`] (the files a run
+//!   writes: `segments.json`, `assignments.csv`, `report.html`);
+//! - [`domain`]: plain data with invariants, no I/O.
+//!
+//! Nothing in [`domain`] or [`analysis`] does I/O or touches an async runtime; every random
+//! choice draws from an RNG seeded by the run's settings, and every parallel reduction is
+//! ordered so that results do not depend on the number of threads.
+
+pub mod analysis;
+pub mod domain;
