@@ -5,5 +5,6 @@
 //! either writes disjoint outputs or reduces in a fixed order, so results are identical
 //! whatever the number of threads.
 
+pub mod knn;
 pub mod maps;
 pub mod progress;
