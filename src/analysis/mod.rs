@@ -7,3 +7,4 @@
 
 pub mod maps;
 pub mod progress;
+pub mod validity;
