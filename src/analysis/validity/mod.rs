@@ -30,12 +30,14 @@
 //! clustering algorithms themselves and lives with them; choosing `k`, which belongs to the
 //! pipeline (it calls [`silhouette_scores`]).
 
+mod internal;
 mod labels;
 mod points;
 mod silhouette;
 
 use std::fmt;
 
+pub use internal::{calinski_harabasz_score, davies_bouldin_score};
 pub use silhouette::{silhouette_samples, silhouette_score, silhouette_scores};
 
 /// Which matrix argument an error is about, so a caller passing both points and an embedding
