@@ -30,6 +30,7 @@
 //! clustering algorithms themselves and lives with them; choosing `k`, which belongs to the
 //! pipeline (it calls [`silhouette_scores`]).
 
+mod external;
 mod internal;
 mod labels;
 mod points;
@@ -37,6 +38,7 @@ mod silhouette;
 
 use std::fmt;
 
+pub use external::{adjusted_rand_score, normalized_mutual_info_score};
 pub use internal::{calinski_harabasz_score, davies_bouldin_score};
 pub use silhouette::{silhouette_samples, silhouette_score, silhouette_scores};
 
