@@ -35,12 +35,14 @@ mod internal;
 mod labels;
 mod points;
 mod silhouette;
+mod trustworthiness;
 
 use std::fmt;
 
 pub use external::{adjusted_rand_score, normalized_mutual_info_score};
 pub use internal::{calinski_harabasz_score, davies_bouldin_score};
 pub use silhouette::{silhouette_samples, silhouette_score, silhouette_scores};
+pub use trustworthiness::trustworthiness;
 
 /// Which matrix argument an error is about, so a caller passing both points and an embedding
 /// (as [`trustworthiness`] takes) knows which one to fix.
