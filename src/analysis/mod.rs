@@ -8,3 +8,4 @@
 pub mod knn;
 pub mod maps;
 pub mod progress;
+pub mod validity;
