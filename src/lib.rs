@@ -15,4 +15,11 @@
 //! ordered so that results do not depend on the number of threads.
 
 pub mod analysis;
+pub mod cli;
 pub mod domain;
+pub mod features;
+pub mod ingest;
+pub mod narrative;
+pub mod pipeline;
+pub mod report;
+pub mod settings;

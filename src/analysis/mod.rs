@@ -5,7 +5,10 @@
 //! either writes disjoint outputs or reduces in a fixed order, so results are identical
 //! whatever the number of threads.
 
+pub mod clustering;
 pub mod knn;
 pub mod maps;
+pub mod profile;
 pub mod progress;
+pub mod separation;
 pub mod validity;

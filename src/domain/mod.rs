@@ -17,7 +17,9 @@ pub struct Partition {
 impl Partition {
     /// Builds a partition from raw cluster labels (any integers; `None` is noise),
     /// renumbering segments `0..k` by decreasing size, ties broken by first appearance.
-    pub fn from_raw<L: Copy + Eq + std::hash::Hash>(raw: impl IntoIterator<Item = Option<L>>) -> Self {
+    pub fn from_raw<L: Copy + Eq + std::hash::Hash>(
+        raw: impl IntoIterator<Item = Option<L>>,
+    ) -> Self {
         let raw: Vec<Option<L>> = raw.into_iter().collect();
         let mut order: Vec<L> = Vec::new();
         let mut counts: std::collections::HashMap<L, (usize, usize)> = Default::default();
@@ -29,13 +31,24 @@ impl Partition {
             }
             entry.0 += 1;
         }
-        let mut ranked: Vec<(L, usize, usize)> =
-            counts.into_iter().map(|(label, (count, first))| (label, count, first)).collect();
+        let mut ranked: Vec<(L, usize, usize)> = counts
+            .into_iter()
+            .map(|(label, (count, first))| (label, count, first))
+            .collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
-        let index: std::collections::HashMap<L, usize> =
-            ranked.iter().enumerate().map(|(new, (label, _, _))| (*label, new)).collect();
-        let labels = raw.iter().map(|l| l.and_then(|l| index.get(&l).copied())).collect();
-        Partition { labels, k: ranked.len() }
+        let index: std::collections::HashMap<L, usize> = ranked
+            .iter()
+            .enumerate()
+            .map(|(new, (label, _, _))| (*label, new))
+            .collect();
+        let labels = raw
+            .iter()
+            .map(|l| l.and_then(|l| index.get(&l).copied()))
+            .collect();
+        Partition {
+            labels,
+            k: ranked.len(),
+        }
     }
 
     /// Number of segments (noise is not a segment).
@@ -84,7 +97,7 @@ impl Partition {
 }
 
 /// Which clustering algorithm makes the segments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// k-means with k-means++ seeding and restarts.
@@ -95,8 +108,19 @@ pub enum Method {
     Hdbscan,
 }
 
+impl Method {
+    /// Lower-case name used in files and settings (`kmeans`, `gmm`, `hdbscan`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Method::Kmeans => "kmeans",
+            Method::Gmm => "gmm",
+            Method::Hdbscan => "hdbscan",
+        }
+    }
+}
+
 /// Which 2D map to draw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MapMethod {
     /// Principal component analysis: linear, distances and variances are honest.
@@ -128,7 +152,7 @@ impl MapMethod {
 }
 
 /// How features are scaled before clustering and mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scaling {
     /// Zero mean, unit variance (population standard deviation), as scikit-learn's StandardScaler.
@@ -139,6 +163,25 @@ pub enum Scaling {
     None,
 }
 
+/// Parses the lower-case names used in settings and on the command line.
+macro_rules! parse_by_name {
+    ($ty:ty, $what:literal, $($name:literal => $value:expr),+) => {
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    $($name => Ok($value),)+
+                    other => Err(format!(concat!("'{}' is not a ", $what, "; use one of: {}"), other, [$($name),+].join(", "))),
+                }
+            }
+        }
+    };
+}
+
+parse_by_name!(Method, "clustering method", "kmeans" => Method::Kmeans, "gmm" => Method::Gmm, "hdbscan" => Method::Hdbscan);
+parse_by_name!(MapMethod, "map", "pca" => MapMethod::Pca, "umap" => MapMethod::Umap, "tsne" => MapMethod::Tsne);
+parse_by_name!(Scaling, "scaling", "standard" => Scaling::Standard, "robust" => Scaling::Robust, "none" => Scaling::None);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,10 +190,25 @@ mod tests {
     fn partition_renumbers_by_size_then_first_appearance() {
         let p = Partition::from_raw([Some(7), Some(3), Some(3), None, Some(7), Some(9), Some(3)]);
         assert_eq!(p.k(), 3);
-        assert_eq!(p.labels(), &[Some(1), Some(0), Some(0), None, Some(1), Some(2), Some(0)]);
+        assert_eq!(
+            p.labels(),
+            &[Some(1), Some(0), Some(0), None, Some(1), Some(2), Some(0)]
+        );
         assert_eq!(p.sizes(), vec![3, 2, 1]);
         assert_eq!(p.noise_count(), 1);
-        assert_eq!(p.clustered(), (vec![0, 1, 2, 4, 5, 6], vec![1, 0, 0, 1, 2, 0]));
+        assert_eq!(
+            p.clustered(),
+            (vec![0, 1, 2, 4, 5, 6], vec![1, 0, 0, 1, 2, 0])
+        );
+    }
+
+    #[test]
+    fn names_parse_and_errors_list_the_choices() {
+        assert_eq!("TSNE".parse::<MapMethod>(), Ok(MapMethod::Tsne));
+        assert_eq!(
+            "pam".parse::<Method>(),
+            Err("'pam' is not a clustering method; use one of: kmeans, gmm, hdbscan".to_string())
+        );
     }
 
     #[test]

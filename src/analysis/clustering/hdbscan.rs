@@ -1,0 +1,113 @@
+//! HDBSCAN through the `hdbscan` crate: density clusters plus a noise group that is
+//! reported separately and never counted as a segment.
+//!
+//! `min_cluster_size = 0` means "automatic": 1% of the customers, at least 5, so a segment
+//! of a handful of people in a large base is not called a segment. In many raw dimensions
+//! density clustering finds only noise; the error then says so and suggests what to change.
+
+use hdbscan::{Hdbscan, HdbscanHyperParams};
+use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
+
+use super::ClusteringError;
+use crate::domain::Partition;
+
+/// HDBSCAN settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HdbscanParams {
+    /// Smallest group called a segment; 0 = automatic (1% of customers, at least 5).
+    pub min_cluster_size: usize,
+    /// Neighbours that define a point's core distance; 0 = same as min_cluster_size.
+    pub min_samples: usize,
+}
+
+impl Default for HdbscanParams {
+    fn default() -> Self {
+        HdbscanParams {
+            min_cluster_size: 0,
+            min_samples: 0,
+        }
+    }
+}
+
+impl HdbscanParams {
+    /// The minimum cluster size actually used for `n` customers.
+    pub fn effective_min_cluster_size(&self, n: usize) -> usize {
+        if self.min_cluster_size > 0 {
+            self.min_cluster_size
+        } else {
+            (n / 100).max(5)
+        }
+    }
+}
+
+/// Runs HDBSCAN; noise customers get `None`.
+pub fn fit_hdbscan(
+    x: ArrayView2<f64>,
+    params: &HdbscanParams,
+) -> Result<Partition, ClusteringError> {
+    let n = x.nrows();
+    let min_cluster_size = params.effective_min_cluster_size(n);
+    let min_samples = if params.min_samples > 0 {
+        params.min_samples
+    } else {
+        min_cluster_size
+    };
+    if n <= min_cluster_size {
+        return Err(ClusteringError::AllNoise {
+            n,
+            min_cluster_size,
+        });
+    }
+    let rows: Vec<Vec<f64>> = x.rows().into_iter().map(|r| r.to_vec()).collect();
+    let hyper = HdbscanHyperParams::builder()
+        .min_cluster_size(min_cluster_size)
+        .min_samples(min_samples)
+        .build();
+    let labels = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Hdbscan::new(&rows, hyper).cluster()
+    }))
+    .map_err(|_| ClusteringError::Hdbscan("the HDBSCAN library panicked".into()))?
+    .map_err(|e| ClusteringError::Hdbscan(e.to_string()))?;
+    let partition = Partition::from_raw(labels.into_iter().map(|l| (l >= 0).then_some(l)));
+    if partition.k() == 0 {
+        return Err(ClusteringError::AllNoise {
+            n,
+            min_cluster_size,
+        });
+    }
+    Ok(partition)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn finds_dense_groups_and_leaves_outliers_as_noise() {
+        let mut x = Array2::from_shape_fn((41, 2), |(i, j)| {
+            let centre = if i < 20 { 0.0 } else { 10.0 };
+            centre + (((i * 7 + j * 3) % 10) as f64) * 0.05
+        });
+        x[[40, 0]] = 50.0;
+        x[[40, 1]] = -50.0;
+        let params = HdbscanParams {
+            min_cluster_size: 5,
+            min_samples: 5,
+        };
+        let p = fit_hdbscan(x.view(), &params).expect("hdbscan");
+        assert_eq!(p.k(), 2);
+        assert_eq!(p.labels()[40], None);
+        assert_eq!(p.noise_count(), 1);
+        assert_eq!(p.sizes(), vec![20, 20]);
+    }
+
+    #[test]
+    fn automatic_min_cluster_size() {
+        let p = HdbscanParams::default();
+        assert_eq!(p.effective_min_cluster_size(150), 5);
+        assert_eq!(p.effective_min_cluster_size(50_000), 500);
+    }
+}

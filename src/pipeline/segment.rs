@@ -1,0 +1,563 @@
+//! `segscope segment` over a numeric feature table: ingest → scale → cluster → stability →
+//! maps → validity → narrative → report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ndarray::{Array2, ArrayView2, Axis};
+
+use crate::analysis::clustering::{self, ClusterSpec, ClusteringError, KChoice};
+use crate::analysis::knn::exact_knn;
+use crate::analysis::maps::pca::fit_pca;
+use crate::analysis::maps::tsne::{TsneParams, fit_tsne};
+use crate::analysis::maps::umap::{UmapParams, fit_umap};
+use crate::analysis::profile::profile_segments;
+use crate::analysis::progress::Progress;
+use crate::analysis::separation::{MapNeighbors, SplitSegment};
+use crate::analysis::validity::{
+    ValidityError, adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score,
+    normalized_mutual_info_score, silhouette_score, trustworthiness,
+};
+use crate::domain::{MapMethod, Method, Partition};
+use crate::features::fit_scaler;
+use crate::ingest::{FeatureTableSpec, IngestError, read_feature_table};
+use crate::narrative::{self, CaveatFacts, MapFacts, reading};
+use crate::report::document::{
+    ExternalAgreement, MapSummary, NoiseSummary, Quality, SCHEMA_VERSION, SegmentEntry,
+    SegmentKpis, StabilitySummary,
+};
+use crate::report::{
+    ReportError, RunRecord, SegmentsDocument, assignments, html, write_atomically,
+};
+use crate::settings::{KSetting, Settings};
+
+/// A validated request to segment one feature table.
+#[derive(Debug, Clone)]
+pub struct SegmentRequest {
+    /// The feature table.
+    pub features: PathBuf,
+    /// Which columns are what.
+    pub table: FeatureTableSpec,
+    /// Effective settings (defaults, file, environment and flags merged).
+    pub settings: Settings,
+    /// Output directory (created if missing).
+    pub out_dir: PathBuf,
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct SegmentRun {
+    /// The contents of `segments.json`.
+    pub document: SegmentsDocument,
+    /// Seconds per stage.
+    pub timings: BTreeMap<String, f64>,
+    /// Where the files are.
+    pub out_dir: PathBuf,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The input file is unusable.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The input is readable but cannot support the request (e.g. fewer customers than k).
+    #[error("{file}: {message}")]
+    Unsupported {
+        /// Input file.
+        file: String,
+        /// What does not fit.
+        message: String,
+    },
+    /// Clustering failed.
+    #[error(transparent)]
+    Clustering(#[from] ClusteringError),
+    /// A map failed.
+    #[error("{map} map failed: {message}")]
+    Map {
+        /// Which map.
+        map: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// A validity measure failed.
+    #[error("validity measure failed: {0}")]
+    Validity(#[from] ValidityError),
+    /// Output could not be written.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+impl PipelineError {
+    /// True when the cause is in the user's data or request rather than in segscope or the
+    /// machine; the CLI maps this to its own exit code.
+    pub fn is_input_problem(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::Ingest(_)
+                | PipelineError::Unsupported { .. }
+                | PipelineError::Clustering(
+                    ClusteringError::TooFewDistinctRows { .. } | ClusteringError::AllNoise { .. }
+                )
+        )
+    }
+}
+
+/// Times stages and reports them to the progress sink.
+struct Stages<'a> {
+    progress: &'a dyn Progress,
+    timings: BTreeMap<String, f64>,
+}
+
+impl Stages<'_> {
+    fn run<T>(&mut self, name: &str, work: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let out = work();
+        let elapsed = started.elapsed().as_secs_f64();
+        tracing::info!(
+            stage = name,
+            elapsed_ms = (elapsed * 1000.0) as u64,
+            "stage done"
+        );
+        self.timings.insert(name.to_string(), elapsed);
+        self.progress.finish();
+        out
+    }
+}
+
+/// Runs the whole pipeline and writes `segments.json`, `assignments.csv`, `report.html`
+/// and `run.json` into the output directory.
+pub fn run_segment(
+    request: &SegmentRequest,
+    progress: &dyn Progress,
+) -> Result<SegmentRun, PipelineError> {
+    let settings = &request.settings;
+    let seed = settings.run.seed;
+    let mut stages = Stages {
+        progress,
+        timings: BTreeMap::new(),
+    };
+    let mut warnings = Vec::new();
+
+    progress.start("reading input", 0);
+    let table = stages.run("ingest", || {
+        read_feature_table(&request.features, &request.table)
+    })?;
+    let file = table.report.file.clone();
+    let n = table.ids.len();
+    let unsupported = |message: String| PipelineError::Unsupported {
+        file: file.clone(),
+        message,
+    };
+    if n < 3 {
+        return Err(unsupported(format!(
+            "only {n} usable rows; segmenting needs at least 3 customers"
+        )));
+    }
+    if let KSetting::Fixed(k) = settings.segment.k {
+        if settings.segment.method != Method::Hdbscan && k >= n {
+            return Err(unsupported(format!(
+                "{k} segments asked for, but there are only {n} customers"
+            )));
+        }
+    }
+    for dropped in &table.report.dropped_columns {
+        warnings.push(format!(
+            "Column {} was left out: {}.",
+            dropped.column, dropped.reason
+        ));
+    }
+    for (reason, count) in &table.report.rows_dropped {
+        tracing::warn!(reason = reason.as_str(), count, "rows dropped");
+    }
+
+    progress.start("scaling", 0);
+    let scaler = stages.run("scale", || {
+        fit_scaler(table.values.view(), settings.segment.scale)
+    });
+    let x = scaler.transform(table.values.view());
+
+    let spec = ClusterSpec {
+        method: settings.segment.method,
+        k: match settings.segment.k {
+            KSetting::Auto => KChoice::Auto {
+                min: settings.segment.k_min,
+                max: settings.segment.k_max,
+            },
+            KSetting::Fixed(k) => KChoice::Fixed(k),
+        },
+        kmeans: settings.kmeans.clone(),
+        gmm: settings.gmm.clone(),
+        hdbscan: settings.hdbscan.clone(),
+    };
+    if settings.segment.method == Method::Hdbscan
+        && matches!(settings.segment.k, KSetting::Fixed(_))
+    {
+        warnings.push("k was ignored: HDBSCAN finds the number of segments itself.".into());
+    }
+    let clustering = stages.run("cluster", || {
+        clustering::segment(x.view(), &spec, seed, progress)
+    })?;
+    let partition = clustering.partition;
+    let k = partition.k();
+    tracing::info!(k, method = ?settings.segment.method, "segments found");
+
+    let stability = (settings.stability.resamples > 0).then(|| {
+        stages.run("stability", || {
+            clustering::bootstrap_stability(
+                x.view(),
+                &partition,
+                |sample, s| clustering::fit_fixed_k(sample, &spec, k, s),
+                &settings.stability,
+                seed,
+                progress,
+            )
+        })
+    });
+
+    // Maps, in the fixed order pca, umap, tsne whatever order was asked.
+    let mut wanted = settings.segment.maps.clone();
+    wanted.sort();
+    wanted.dedup();
+    let mut maps: Vec<(
+        MapMethod,
+        Array2<f64>,
+        BTreeMap<String, f64>,
+        Option<Vec<f64>>,
+    )> = Vec::new();
+    for method in wanted {
+        let stage = format!("map_{}", method.key());
+        progress.start(method.display_name(), 0);
+        let drawn = stages.run(&stage, || {
+            draw_map(method, x.view(), settings, seed, progress)
+        })?;
+        maps.push((method, drawn.0, drawn.1, drawn.2));
+    }
+
+    progress.start("measuring", 0);
+    let (quality, map_summaries, map_facts) = stages.run("metrics", || {
+        measure(
+            x.view(),
+            &partition,
+            &table.labels,
+            request.table.label_column.as_deref(),
+            &maps,
+            stability.as_ref(),
+            settings,
+        )
+    })?;
+
+    progress.start("writing the narrative", 0);
+    let profiles = profile_segments(table.values.view(), &table.feature_names, &partition);
+    let (texts, run_caveats, segment_caveats) = stages.run("narrative", || {
+        let texts = narrative::name_segments(&profiles);
+        let facts = CaveatFacts {
+            profiles: &profiles,
+            names: &texts,
+            silhouette: quality.silhouette,
+            stability: stability.as_ref(),
+            maps: &map_facts,
+            noise: partition.noise_count(),
+            n_customers: n,
+            rows_dropped: table.report.rows_dropped.values().sum(),
+            thresholds: &settings.caveats,
+        };
+        let (run_caveats, segment_caveats) = narrative::caveats_for(&facts);
+        (texts, run_caveats, segment_caveats)
+    });
+
+    let segments = profiles
+        .into_iter()
+        .zip(texts)
+        .zip(segment_caveats)
+        .map(|((profile, text), caveats)| SegmentEntry {
+            id: profile.segment + 1,
+            name: text.name,
+            description: text.description,
+            size: profile.size,
+            share: profile.share,
+            stability: stability
+                .as_ref()
+                .and_then(|s| s.per_segment.get(profile.segment).copied()),
+            kpis: SegmentKpis {
+                features: profile.features,
+            },
+            caveats,
+        })
+        .collect();
+    let noise = (settings.segment.method == Method::Hdbscan).then(|| NoiseSummary {
+        size: partition.noise_count(),
+        share: partition.noise_count() as f64 / n as f64,
+    });
+    let document = SegmentsDocument {
+        schema_version: SCHEMA_VERSION,
+        k,
+        method: settings.segment.method,
+        seed,
+        n_customers: n,
+        features: table.feature_names.clone(),
+        label_column: request.table.label_column.clone(),
+        input: table.report.clone(),
+        scaling: scaler,
+        k_selection: clustering.selection,
+        quality,
+        maps: map_summaries,
+        noise,
+        segments,
+        caveats: run_caveats,
+        narrator: "builtin".into(),
+        settings: settings.clone(),
+        warnings,
+    };
+
+    progress.start("writing the report", 0);
+    stages.run("report", || {
+        write_outputs(
+            request,
+            &document,
+            &table.ids,
+            table.labels.as_deref(),
+            &partition,
+            &maps,
+        )
+    })?;
+    let record = RunRecord {
+        segscope_version: env!("CARGO_PKG_VERSION").into(),
+        command: "segment".into(),
+        seed,
+        inputs: BTreeMap::from([(document.input.file.clone(), document.input.sha256.clone())]),
+        threads: rayon::current_num_threads(),
+        timings: stages.timings.clone(),
+        settings: settings.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| ReportError::Serialize {
+        what: "run.json",
+        message: e.to_string(),
+    })?;
+    write_atomically(&request.out_dir, "run.json", &json)?;
+    Ok(SegmentRun {
+        document,
+        timings: stages.timings,
+        out_dir: request.out_dir.clone(),
+    })
+}
+
+/// Draws one map; returns coordinates, the parameters used and PCA's variance ratios.
+fn draw_map(
+    method: MapMethod,
+    x: ArrayView2<f64>,
+    settings: &Settings,
+    seed: u64,
+    progress: &dyn Progress,
+) -> Result<(Array2<f64>, BTreeMap<String, f64>, Option<Vec<f64>>), PipelineError> {
+    let failed = |message: String| PipelineError::Map {
+        map: method.display_name(),
+        message,
+    };
+    match method {
+        MapMethod::Pca => {
+            let pca = fit_pca(x, 2).map_err(|e| failed(e.to_string()))?;
+            Ok((
+                pca.transform(x),
+                BTreeMap::new(),
+                Some(pca.explained_variance_ratio.clone()),
+            ))
+        }
+        MapMethod::Umap => {
+            let u = &settings.umap;
+            let n_neighbors = u.n_neighbors.min(x.nrows().saturating_sub(1)).max(1);
+            let params = UmapParams {
+                n_neighbors,
+                min_dist: u.min_dist,
+                spread: u.spread,
+                n_epochs: (u.n_epochs > 0).then_some(u.n_epochs),
+                ..UmapParams::default()
+            }
+            .validate()
+            .map_err(|e| failed(e.to_string()))?;
+            let knn = exact_knn(x, n_neighbors).map_err(|e| failed(e.to_string()))?;
+            let embedding =
+                fit_umap(x, &knn, &params, seed, progress).map_err(|e| failed(e.to_string()))?;
+            let used = BTreeMap::from([
+                ("n_neighbors".to_string(), n_neighbors as f64),
+                ("min_dist".to_string(), u.min_dist),
+                ("spread".to_string(), u.spread),
+            ]);
+            Ok((embedding, used, None))
+        }
+        MapMethod::Tsne => {
+            let t = &settings.tsne;
+            let params = TsneParams {
+                perplexity: t.perplexity,
+                theta: t.theta,
+                max_iter: t.max_iter,
+            };
+            let map = fit_tsne(x, &params, seed, progress).map_err(|e| failed(e.to_string()))?;
+            let used = BTreeMap::from([
+                ("perplexity".to_string(), map.perplexity),
+                ("theta".to_string(), t.theta),
+                ("max_iter".to_string(), t.max_iter as f64),
+            ]);
+            Ok((map.embedding, used, None))
+        }
+    }
+}
+
+type Measured = (Quality, BTreeMap<String, MapSummary>, Vec<MapFacts>);
+
+/// Validity of the segments and faithfulness of each map.
+fn measure(
+    x: ArrayView2<f64>,
+    partition: &Partition,
+    labels: &Option<Vec<String>>,
+    label_column: Option<&str>,
+    maps: &[(
+        MapMethod,
+        Array2<f64>,
+        BTreeMap<String, f64>,
+        Option<Vec<f64>>,
+    )],
+    stability: Option<&clustering::Stability>,
+    settings: &Settings,
+) -> Result<Measured, PipelineError> {
+    let (rows, segment_of) = partition.clustered();
+    let k = partition.k();
+    let clustered = x.select(Axis(0), &rows);
+    let internal = k >= 2 && k < rows.len();
+    let quality = Quality {
+        silhouette: internal
+            .then(|| silhouette_score(clustered.view(), &segment_of))
+            .transpose()?,
+        davies_bouldin: internal
+            .then(|| davies_bouldin_score(clustered.view(), &segment_of))
+            .transpose()?,
+        calinski_harabasz: internal
+            .then(|| calinski_harabasz_score(clustered.view(), &segment_of))
+            .transpose()?,
+        stability: stability.map(|s| StabilitySummary {
+            mean_ari: s.mean_ari,
+            resamples: s.resamples,
+            failed_refits: s.failed_refits,
+        }),
+        external: labels
+            .as_ref()
+            .map(|labels| {
+                let truth = label_indices(labels).0;
+                let found: Vec<usize> = partition.labels().iter().map(|l| l.unwrap_or(k)).collect();
+                Ok::<_, ValidityError>(ExternalAgreement {
+                    ari: adjusted_rand_score(&truth, &found)?,
+                    nmi: normalized_mutual_info_score(&truth, &found)?,
+                })
+            })
+            .transpose()?,
+    };
+    let n = x.nrows();
+    let neighbors = settings
+        .validity
+        .trustworthiness_neighbors
+        .min((n.saturating_sub(1)) / 2)
+        .max(1);
+    let mut summaries = BTreeMap::new();
+    let mut facts = Vec::new();
+    for (method, embedding, parameters, evr) in maps {
+        let failed = |message: String| PipelineError::Map {
+            map: method.display_name(),
+            message,
+        };
+        let tw = trustworthiness(x, embedding.view(), neighbors)?;
+        let map_neighbors =
+            MapNeighbors::new(embedding.view()).map_err(|e| failed(e.to_string()))?;
+        let splits = map_neighbors.split_segments(partition);
+        let (label_overlaps, label_separation) = match labels {
+            Some(labels) => {
+                let (index, names) = label_indices(labels);
+                let overlaps = map_neighbors.label_overlaps(&index, &names);
+                let sentence = reading::label_separation(
+                    method.display_name(),
+                    label_column.unwrap_or("label"),
+                    &overlaps,
+                    settings.caveats.label_overlap_separate,
+                );
+                (Some(overlaps), Some(sentence))
+            }
+            None => (None, None),
+        };
+        summaries.insert(
+            method.key().to_string(),
+            MapSummary {
+                explained_variance_ratio: evr.clone(),
+                trustworthiness: tw,
+                trustworthiness_neighbors: neighbors,
+                parameters: parameters.clone(),
+                label_overlaps,
+                label_separation,
+                split_segments: splits
+                    .iter()
+                    .map(|s| SplitSegment {
+                        segment: s.segment + 1,
+                        parts: s.parts.clone(),
+                    })
+                    .collect(),
+            },
+        );
+        facts.push(MapFacts {
+            method: *method,
+            trustworthiness: Some(tw),
+            splits,
+        });
+    }
+    Ok((quality, summaries, facts))
+}
+
+/// Label of each row as an index into the distinct labels, in order of first appearance.
+fn label_indices(labels: &[String]) -> (Vec<usize>, Vec<String>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut at: std::collections::HashMap<&str, usize> = Default::default();
+    let index = labels
+        .iter()
+        .map(|l| {
+            *at.entry(l.as_str()).or_insert_with(|| {
+                names.push(l.clone());
+                names.len() - 1
+            })
+        })
+        .collect();
+    (index, names)
+}
+
+fn write_outputs(
+    request: &SegmentRequest,
+    document: &SegmentsDocument,
+    ids: &[String],
+    labels: Option<&[String]>,
+    partition: &Partition,
+    maps: &[(
+        MapMethod,
+        Array2<f64>,
+        BTreeMap<String, f64>,
+        Option<Vec<f64>>,
+    )],
+) -> Result<(), ReportError> {
+    let dir = &request.out_dir;
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let coords: Vec<(MapMethod, &Array2<f64>)> = maps.iter().map(|(m, c, _, _)| (*m, c)).collect();
+    let mut json = serde_json::to_vec_pretty(document).map_err(|e| ReportError::Serialize {
+        what: "segments.json",
+        message: e.to_string(),
+    })?;
+    json.push(b'\n');
+    let csv = assignments::render_assignments(
+        ids,
+        partition,
+        &coords,
+        document.method == Method::Hdbscan,
+    )?;
+    let page = html::render_report(document, ids, labels, partition, &coords)?;
+    write_atomically(dir, "segments.json", &json)?;
+    write_atomically(dir, "assignments.csv", &csv)?;
+    write_atomically(dir, "report.html", page.as_bytes())
+}

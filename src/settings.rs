@@ -1,0 +1,339 @@
+//! Typed settings, loaded in layers: the compiled-in `config/default.toml`, then an optional
+//! `--config` file, then `SEGSCOPE__SECTION__KEY` environment variables; command-line flags
+//! are applied last by [`crate::cli`]. Unknown keys are rejected so a typo never silently
+//! falls back to a default. The effective settings are recorded in every run's output.
+
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::analysis::clustering::{GmmParams, HdbscanParams, KmeansParams, StabilityParams};
+use crate::domain::{MapMethod, Method, Scaling};
+use crate::narrative::CaveatThresholds;
+
+/// The defaults, compiled in so the binary works from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// All of segscope's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Seed and threads.
+    pub run: RunSettings,
+    /// How input files are read.
+    pub input: InputSettings,
+    /// Method, k, scaling and maps.
+    pub segment: SegmentSettings,
+    /// k-means.
+    pub kmeans: KmeansParams,
+    /// Gaussian mixtures.
+    pub gmm: GmmParams,
+    /// HDBSCAN.
+    pub hdbscan: HdbscanParams,
+    /// Stability under resampling.
+    pub stability: StabilityParams,
+    /// UMAP.
+    pub umap: UmapSettings,
+    /// t-SNE.
+    pub tsne: TsneSettings,
+    /// Validity measures.
+    pub validity: ValiditySettings,
+    /// Thresholds that turn numbers into caveats.
+    pub caveats: CaveatThresholds,
+}
+
+/// Seed and threads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunSettings {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Worker threads; 0 = one per core.
+    pub threads: usize,
+}
+
+/// How input files are read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InputSettings {
+    /// Field delimiter, one ASCII character.
+    pub delimiter: String,
+}
+
+/// Number of segments as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum KSetting {
+    /// Choose k automatically.
+    #[serde(serialize_with = "serialize_auto")]
+    Auto,
+    /// Exactly k segments.
+    Fixed(usize),
+}
+
+fn serialize_auto<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("auto")
+}
+
+impl std::str::FromStr for KSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("auto") {
+            return Ok(KSetting::Auto);
+        }
+        match t.parse::<usize>() {
+            Ok(k) if k >= 1 => Ok(KSetting::Fixed(k)),
+            _ => Err(format!(
+                "'{s}' is not a number of segments: use \"auto\" or a whole number of at least 1"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(k) if k >= 1 => Ok(KSetting::Fixed(k as usize)),
+            Raw::Number(k) => Err(serde::de::Error::custom(format!(
+                "k = {k}: use \"auto\" or at least 1"
+            ))),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Method, k, scaling and maps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSettings {
+    /// Clustering method.
+    pub method: Method,
+    /// Number of segments.
+    pub k: KSetting,
+    /// Smallest k tried by `auto`.
+    pub k_min: usize,
+    /// Largest k tried by `auto`.
+    pub k_max: usize,
+    /// Feature scaling.
+    pub scale: Scaling,
+    /// Maps to draw.
+    pub maps: Vec<MapMethod>,
+}
+
+/// UMAP settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UmapSettings {
+    /// Neighbours of each point in the fuzzy graph.
+    pub n_neighbors: usize,
+    /// Minimum distance between embedded points.
+    pub min_dist: f64,
+    /// Scale of embedded distances.
+    pub spread: f64,
+    /// Epochs; 0 = automatic.
+    pub n_epochs: usize,
+}
+
+/// t-SNE settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TsneSettings {
+    /// Effective number of neighbours.
+    pub perplexity: f64,
+    /// Barnes-Hut accuracy.
+    pub theta: f64,
+    /// Iterations.
+    pub max_iter: usize,
+}
+
+/// Validity measures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValiditySettings {
+    /// Neighbours for trustworthiness.
+    pub trustworthiness_neighbors: usize,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A file, variable or value is wrong; the message names it.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `SEGSCOPE__*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(SettingsError::Invalid(format!(
+                    "{}: no such file",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SEGSCOPE__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("SEGSCOPE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("segment.maps")
+                .source(Some(env)),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges and combinations once, so nothing deeper re-checks them.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |m: String| Err(SettingsError::Invalid(m));
+        if self.input.delimiter.len() != 1 || !self.input.delimiter.is_ascii() {
+            return bad(format!(
+                "input.delimiter = {:?}: must be exactly one ASCII character",
+                self.input.delimiter
+            ));
+        }
+        if self.segment.k_min < 2 || self.segment.k_max < self.segment.k_min {
+            return bad(format!(
+                "segment.k_min = {}, segment.k_max = {}: need 2 <= k_min <= k_max",
+                self.segment.k_min, self.segment.k_max
+            ));
+        }
+        if self.segment.maps.is_empty() {
+            return bad("segment.maps is empty: name at least one of pca, umap, tsne".into());
+        }
+        if self.kmeans.n_init == 0 || self.kmeans.max_iter == 0 {
+            return bad("kmeans.n_init and kmeans.max_iter must be at least 1".into());
+        }
+        if self.gmm.n_init == 0 || self.gmm.max_iter == 0 || !(self.gmm.reg_covariance >= 0.0) {
+            return bad(
+                "gmm.n_init and gmm.max_iter must be at least 1 and gmm.reg_covariance >= 0".into(),
+            );
+        }
+        if self.umap.n_neighbors < 2 || !(self.umap.min_dist >= 0.0) || !(self.umap.spread > 0.0) {
+            return bad("umap: need n_neighbors >= 2, min_dist >= 0, spread > 0".into());
+        }
+        if !(self.tsne.perplexity >= 1.0)
+            || !(0.0..=1.0).contains(&self.tsne.theta)
+            || self.tsne.max_iter < 250
+        {
+            return bad("tsne: need perplexity >= 1, 0 <= theta <= 1, max_iter >= 250".into());
+        }
+        if self.validity.trustworthiness_neighbors == 0 {
+            return bad("validity.trustworthiness_neighbors must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The delimiter as a byte (validated to be one ASCII character).
+    pub fn delimiter_byte(&self) -> u8 {
+        self.input
+            .delimiter
+            .as_bytes()
+            .first()
+            .copied()
+            .unwrap_or(b',')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = Settings::load_with_env(None, env(&[])).expect("defaults");
+        assert_eq!(s.run.seed, 42);
+        assert_eq!(s.segment.k, KSetting::Auto);
+        assert_eq!(
+            s.segment.maps,
+            vec![MapMethod::Pca, MapMethod::Umap, MapMethod::Tsne]
+        );
+        assert_eq!(s.kmeans, KmeansParams::default());
+        assert_eq!(s.gmm, GmmParams::default());
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[run]\nseed = 7\n[segment]\nk = 4\nmethod = \"gmm\"\n",
+        )
+        .expect("write");
+        let s = Settings::load_with_env(
+            Some(&file),
+            env(&[
+                ("SEGSCOPE__RUN__SEED", "9"),
+                ("SEGSCOPE__SEGMENT__MAPS", "pca,tsne"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(s.run.seed, 9);
+        assert_eq!(s.segment.k, KSetting::Fixed(4));
+        assert_eq!(s.segment.method, Method::Gmm);
+        assert_eq!(s.segment.maps, vec![MapMethod::Pca, MapMethod::Tsne]);
+    }
+
+    #[test]
+    fn k_from_environment_text() {
+        let s = Settings::load_with_env(None, env(&[("SEGSCOPE__SEGMENT__K", "5")])).expect("load");
+        assert_eq!(s.segment.k, KSetting::Fixed(5));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[kmeans]\nn_inits = 3\n").expect("write");
+        let e = Settings::load_with_env(Some(&file), env(&[])).expect_err("typo");
+        assert!(e.to_string().contains("n_inits"), "{e}");
+        let e = Settings::load_with_env(None, env(&[("SEGSCOPE__SEGMENT__K", "many")]))
+            .expect_err("bad k");
+        assert!(e.to_string().contains("many"), "{e}");
+        let e = Settings::load_with_env(None, env(&[("SEGSCOPE__SEGMENT__K_MIN", "1")]))
+            .expect_err("k_min");
+        assert!(e.to_string().contains("k_min"), "{e}");
+        let e = Settings::load(Some(Path::new("/nonexistent/segscope.toml"))).expect_err("missing");
+        assert!(e.to_string().contains("/nonexistent/segscope.toml"), "{e}");
+    }
+}
