@@ -7,18 +7,6 @@
 //! the embedding, and rank each of them in the original space by counting the points that
 //! precede it. Ranks are integers and penalties are summed as integers, so the total is exact
 //! whatever the thread count; the final normalisation is sklearn's expression, to the bit.
-//!
-//! # Ties
-//!
-//! A point precedes another when it is strictly closer, or equally close with a smaller index:
-//! the order a stable sort gives, in both spaces. sklearn uses `np.argsort`'s default unstable
-//! sort in the original space, whose order among equal distances depends on the sort
-//! implementation numpy picks for the CPU, and its distances (`|x|² − 2x·y + |y|²`) round
-//! differently from ours (squares summed feature by feature). With continuous data ties
-//! essentially never occur and the two agree (to the bit on the fixtures' Gaussian sample);
-//! with gridded or integer data (Iris, digits) exact ties are common and sklearn's own value
-//! moves with the machine. On the fixtures the two differ by up to 7.5e-5 (Iris against its
-//! PCA map) and 4.4e-6 (digits), inside the range that orderings of the ties allow.
 
 use std::cmp::Ordering;
 
@@ -39,7 +27,20 @@ const BLOCK_ROWS: usize = 16;
 /// `x` and `embedded` hold the same points, one per row. For each point, each embedded
 /// neighbour with original-space rank `r > k` costs `r − k`; the total is normalised by
 /// `2 / (n k (2n − 3k − 1))`, as sklearn. Requires `1 <= n_neighbors < n / 2` (sklearn's
-/// condition) and finite values. See the module documentation for how ties are ranked.
+/// condition) and finite values.
+///
+/// # Ties
+///
+/// When ranking the other points by distance from a point, one comes before another if it is
+/// strictly closer, or equally close with a smaller index: the order a stable sort gives, used
+/// in both spaces. sklearn uses `np.argsort`'s default unstable
+/// sort in the original space, whose order among equal distances depends on the sort
+/// implementation numpy picks for the CPU, and its distances (`|x|² − 2x·y + |y|²`) round
+/// differently from ours (squares summed feature by feature). With continuous data ties
+/// essentially never occur and the two agree (to the bit on the fixtures' Gaussian sample);
+/// with gridded or integer data (Iris, digits) exact ties are common and sklearn's own value
+/// moves with the machine. On the fixtures the two differ by up to 7.5e-5 (Iris against its
+/// PCA map) and 4.4e-6 (digits), inside the range that orderings of the ties allow.
 pub fn trustworthiness(
     x: ArrayView2<f64>,
     embedded: ArrayView2<f64>,
