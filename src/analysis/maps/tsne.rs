@@ -836,3 +836,320 @@ fn recentre(y: &mut [[f64; 2]]) {
         p[1] -= mean[1];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::progress::NoProgress;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn random_data(n: usize, d: usize, seed: u64) -> Array2<f64> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        Array2::from_shape_fn((n, d), |_| rng.gen_range(-1.0..1.0))
+    }
+
+    /// `clusters` well separated blobs of `n` points in total, in `d` dimensions.
+    fn blobs(n: usize, d: usize, clusters: usize, seed: u64) -> Array2<f64> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let centres = Array2::from_shape_fn((clusters, d), |_| rng.gen_range(-10.0..10.0));
+        Array2::from_shape_fn((n, d), |(i, j)| {
+            centres[[i % clusters, j]] + rng.gen_range(-1.0..1.0)
+        })
+    }
+
+    fn entropy(row: &[f64]) -> f64 {
+        -row.iter()
+            .filter(|&&p| p > 0.0)
+            .map(|&p| p * p.ln())
+            .sum::<f64>()
+    }
+
+    fn bits(map: &TsneMap) -> Vec<u64> {
+        map.embedding.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn rows_match_the_perplexity_at_any_feature_scale() -> TestResult {
+        let x = random_data(300, 5, 1);
+        for scale in [1e-6, 1.0, 1e6] {
+            let graph = exact_knn((&x * scale).view(), 90)?;
+            let conditional = conditional_probabilities(&graph, 30.0);
+            for row in conditional.chunks(90) {
+                assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+                let h = entropy(row);
+                assert!(
+                    (h - 30.0_f64.ln()).abs() < 1e-5,
+                    "entropy {h} at scale {scale}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn joint_probabilities_are_symmetric_and_sum_to_one() -> TestResult {
+        let x = random_data(250, 4, 2);
+        let graph = exact_knn(x.view(), 45)?;
+        let p = joint_probabilities(&graph, 15.0);
+        assert!((p.values.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        for i in 0..p.n_points() {
+            let row: Vec<(usize, f64)> = p.row(i).collect();
+            assert!(row.windows(2).all(|w| w[0].0 < w[1].0), "row {i} unsorted");
+            for (j, p_ij) in row {
+                assert_ne!(i, j, "diagonal entry in row {i}");
+                let p_ji = p.row(j).find(|&(c, _)| c == i).map(|(_, v)| v);
+                assert_eq!(p_ji.map(f64::to_bits), Some(p_ij.to_bits()));
+            }
+        }
+        Ok(())
+    }
+
+    /// O(n²) reference for the repulsion contract.
+    fn exact_repulsion(y: &[[f64; 2]]) -> (Vec<[f64; 2]>, f64) {
+        let mut forces = vec![[0.0; 2]; y.len()];
+        let mut z = 0.0;
+        for (i, force) in forces.iter_mut().enumerate() {
+            for (j, other) in y.iter().enumerate() {
+                if i != j {
+                    add_repulsion(y[i], *other, 1.0, force, &mut z);
+                }
+            }
+        }
+        (forces, z)
+    }
+
+    #[test]
+    fn barnes_hut_is_exact_at_theta_zero_and_close_at_one_half() {
+        let x = random_data(300, 2, 3);
+        let mut y: Vec<[f64; 2]> = x.rows().into_iter().map(|r| [r[0], r[1]]).collect();
+        // Exact duplicates and a far outlier exercise leaf buckets and deep splits.
+        y[10] = y[11];
+        y[12] = y[11];
+        y[13] = [40.0, -25.0];
+        let (expected, expected_z) = exact_repulsion(&y);
+        let largest = expected
+            .iter()
+            .map(|f| f[0].hypot(f[1]))
+            .fold(0.0, f64::max);
+        let mut forces = vec![[0.0; 2]; y.len()];
+
+        let z = BarnesHut { theta: 0.0 }.repulsive_forces(&y, &mut forces);
+        assert!((z - expected_z).abs() <= 1e-12 * expected_z);
+        for (f, e) in forces.iter().zip(&expected) {
+            assert!((f[0] - e[0]).abs() <= 1e-12 * largest);
+            assert!((f[1] - e[1]).abs() <= 1e-12 * largest);
+        }
+
+        let z = BarnesHut { theta: 0.5 }.repulsive_forces(&y, &mut forces);
+        assert!((z - expected_z).abs() <= 1e-2 * expected_z);
+        for (f, e) in forces.iter().zip(&expected) {
+            assert!((f[0] - e[0]).hypot(f[1] - e[1]) <= 2e-2 * largest);
+        }
+    }
+
+    #[test]
+    fn duplicate_distances_give_finite_rows() {
+        let target = 2.0_f64.ln();
+        let mut out = vec![0.0; 5];
+        // All neighbours at distance 0: only the uniform distribution is possible.
+        calibrate_row(ndarray::arr1(&[0.0; 5]).view(), target, &mut out);
+        assert!(out.iter().all(|&p| (p - 0.2).abs() < 1e-15));
+        // Three duplicates but perplexity 2: entropy cannot drop below ln 3; the mass goes
+        // to the duplicates, evenly, and nothing is NaN.
+        calibrate_row(
+            ndarray::arr1(&[0.0, 0.0, 0.0, 1.0, 2.0]).view(),
+            target,
+            &mut out,
+        );
+        assert!(out.iter().all(|p| p.is_finite()));
+        assert!(out[..3].iter().all(|&p| (p - 1.0 / 3.0).abs() < 1e-9));
+    }
+
+    #[test]
+    fn duplicate_points_land_close_together() -> TestResult {
+        // 30 distinct points, each present three times. Copies do not coincide exactly:
+        // a neighbour's kNN list may cut off between two copies (the tie rule keeps the
+        // lower index), so their affinities differ slightly, as in openTSNE.
+        let distinct = blobs(30, 4, 3, 4);
+        let x = Array2::from_shape_fn((90, 4), |(i, j)| distinct[[i % 30, j]]);
+        let params = TsneParams {
+            max_iter: 300,
+            ..TsneParams::default()
+        };
+        let map = fit_tsne(x.view(), &params, 1, &NoProgress)?;
+        assert!(map.embedding.iter().all(|v| v.is_finite()));
+        assert!(map.kl_divergence.is_finite());
+        let spread = map.embedding.std(0.0);
+        for i in 30..90 {
+            let gap = &map.embedding.row(i) - &map.embedding.row(i % 30);
+            let gap = gap[0].hypot(gap[1]);
+            assert!(
+                gap < 0.05 * spread,
+                "copy {i} is {gap} away, spread {spread}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn degenerate_inputs_are_errors() {
+        let fit = |x: &Array2<f64>| fit_tsne(x.view(), &TsneParams::default(), 0, &NoProgress);
+        assert!(matches!(
+            fit(&random_data(4, 3, 5)),
+            Err(TsneError::TooFewRows { rows: 4 })
+        ));
+        assert!(matches!(
+            fit(&random_data(20, 1, 5)),
+            Err(TsneError::TooFewFeatures { features: 1 })
+        ));
+        let mut bad = random_data(20, 3, 5);
+        bad[[7, 2]] = f64::NAN;
+        assert!(matches!(
+            fit(&bad),
+            Err(TsneError::Neighbours(KnnError::NonFinite {
+                row: 7,
+                column: 2
+            }))
+        ));
+        assert!(matches!(
+            fit(&Array2::from_elem((20, 3), 2.5)),
+            Err(TsneError::NoVariance)
+        ));
+        assert!(matches!(
+            fit(&(random_data(20, 3, 5) * 1e200)),
+            Err(TsneError::Overflow)
+        ));
+    }
+
+    #[test]
+    fn bad_parameters_are_errors() {
+        let x = random_data(40, 3, 6);
+        let fit = |params: TsneParams| fit_tsne(x.view(), &params, 0, &NoProgress);
+        let defaults = TsneParams::default;
+        for (params, expected) in [
+            (
+                TsneParams {
+                    perplexity: 0.5,
+                    ..defaults()
+                },
+                "perplexity",
+            ),
+            (
+                TsneParams {
+                    perplexity: f64::NAN,
+                    ..defaults()
+                },
+                "perplexity",
+            ),
+            (
+                TsneParams {
+                    theta: 1.5,
+                    ..defaults()
+                },
+                "theta",
+            ),
+            (
+                TsneParams {
+                    theta: -0.1,
+                    ..defaults()
+                },
+                "theta",
+            ),
+            (
+                TsneParams {
+                    max_iter: 249,
+                    ..defaults()
+                },
+                "max_iter",
+            ),
+        ] {
+            assert!(matches!(
+                fit(params),
+                Err(TsneError::InvalidParameter { name, .. }) if name == expected
+            ));
+        }
+    }
+
+    #[test]
+    fn small_inputs_shrink_perplexity() -> TestResult {
+        let x = blobs(40, 3, 2, 7);
+        let map = fit_tsne(x.view(), &TsneParams::default(), 7, &NoProgress)?;
+        assert_eq!(map.perplexity, 13.0);
+        assert_eq!(map.embedding.dim(), (40, 2));
+        let tiny = fit_tsne(
+            random_data(5, 2, 7).view(),
+            &TsneParams::default(),
+            7,
+            &NoProgress,
+        )?;
+        assert_eq!(tiny.perplexity, 1.0);
+        assert!(tiny.embedding.iter().all(|v| v.is_finite()));
+        Ok(())
+    }
+
+    #[test]
+    fn rank_one_data_still_spreads_in_two_dimensions() -> TestResult {
+        // The second feature is constant, so the second principal coordinate is exactly
+        // zero for every point and, without seeded noise, would get no gradient.
+        let x = Array2::from_shape_fn((60, 2), |(i, j)| if j == 0 { i as f64 } else { 5.0 });
+        let params = TsneParams {
+            max_iter: 300,
+            ..TsneParams::default()
+        };
+        let map = fit_tsne(x.view(), &params, 3, &NoProgress)?;
+        assert!(map.embedding.iter().all(|v| v.is_finite()));
+        assert!(map.embedding.column(1).std(0.0) > 1e-3);
+        Ok(())
+    }
+
+    #[test]
+    fn same_seed_gives_the_same_bits_with_one_and_two_threads() -> TestResult {
+        let x = blobs(240, 6, 4, 8);
+        let params = TsneParams {
+            max_iter: 300,
+            ..TsneParams::default()
+        };
+        let run = |threads: usize| -> Result<TsneMap, Box<dyn std::error::Error>> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?;
+            Ok(pool.install(|| fit_tsne(x.view(), &params, 42, &NoProgress))?)
+        };
+        let (one, two, again) = (run(1)?, run(2)?, run(2)?);
+        assert_eq!(bits(&one), bits(&two));
+        assert_eq!(bits(&two), bits(&again));
+        assert_eq!(one.kl_divergence.to_bits(), two.kl_divergence.to_bits());
+        Ok(())
+    }
+
+    #[derive(Default)]
+    struct Counting {
+        total: AtomicU64,
+        steps: AtomicU64,
+    }
+
+    impl Progress for Counting {
+        fn start(&self, _stage: &str, total: u64) {
+            self.total.store(total, Ordering::Relaxed);
+        }
+        fn advance(&self, steps: u64) {
+            self.steps.fetch_add(steps, Ordering::Relaxed);
+        }
+        fn finish(&self) {}
+    }
+
+    #[test]
+    fn progress_counts_every_iteration() -> TestResult {
+        let progress = Counting::default();
+        let params = TsneParams {
+            max_iter: 260,
+            ..TsneParams::default()
+        };
+        fit_tsne(blobs(30, 3, 2, 9).view(), &params, 0, &progress)?;
+        assert_eq!(progress.total.load(Ordering::Relaxed), 260);
+        assert_eq!(progress.steps.load(Ordering::Relaxed), 260);
+        Ok(())
+    }
+}
