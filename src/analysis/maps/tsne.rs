@@ -33,11 +33,13 @@
 //! similarity matrix are computed independently; the quadtree is built sequentially; every
 //! per-point force is accumulated sequentially into its own slot by rayon, and every global
 //! sum (the normalisation `Z`, the centring mean) is reduced sequentially in index order.
-//! Nothing depends on how rayon schedules work, so 1 and 16 threads give the same bits.
+//! Nothing depends on how rayon schedules work, so any thread count gives the same bits
+//! (the tests compare 1 and 2 threads).
 //!
-//! The repulsive term is the one replaceable piece ([`RepulsiveForces`]): FFT-accelerated
-//! interpolation (openTSNE's method for 50k+ points) will be a second implementation of it,
-//! with the same determinism contract; attraction, calibration and the optimiser stay.
+//! The repulsive term is the one replaceable piece (the private `RepulsiveForces` trait):
+//! FFT-accelerated interpolation (openTSNE's method for 50k+ points) will be a second
+//! implementation of it, with the same determinism contract; attraction, calibration and
+//! the optimiser stay as they are.
 
 use linfa_linalg::eigh::EighInto;
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
@@ -155,7 +157,8 @@ pub struct TsneMap {
 /// Embeds the rows of `x` in 2D with Barnes-Hut t-SNE.
 ///
 /// The result depends only on `x`, `params` and `seed` (bit for bit, whatever the number of
-/// rayon threads); the seed matters only for rank-one data (see the module docs). The
+/// rayon threads); the seed matters only when the second principal coordinate of `x` is
+/// constant (see the module docs). The
 /// perplexity is lowered to `floor((n - 1) / 3)` when the data is too small for it, and
 /// [`TsneMap::perplexity`] reports what was used. `progress` sees one stage, "t-SNE", with
 /// one step per iteration.
@@ -425,11 +428,6 @@ fn pca_initialisation(x: ArrayView2<f64>, seed: u64) -> Result<Vec<[f64; 2]>, Ts
     // Own ordering rather than EigSort, which panics on NaN; ties go to the lower index.
     let mut order: Vec<usize> = (0..eigenvalues.len()).collect();
     order.sort_by(|&a, &b| eigenvalues[b].total_cmp(&eigenvalues[a]).then(a.cmp(&b)));
-    let top = eigenvalues[order[0]];
-    if top.is_nan() || top <= 0.0 {
-        return Err(TsneError::NoVariance);
-    }
-
     let mut axes = [order[0], order[1]].map(|c| eigenvectors.column(c).to_owned());
     for axis in &mut axes {
         let dominant =
@@ -446,6 +444,7 @@ fn pca_initialisation(x: ArrayView2<f64>, seed: u64) -> Result<Vec<[f64; 2]>, Ts
 
     let std = |v: &ndarray::Array1<f64>| v.std(0.0);
     let first_std = std(&first);
+    // Identical rows give a zero covariance and a zero first coordinate.
     if first_std.is_nan() || first_std <= 0.0 {
         return Err(TsneError::NoVariance);
     }
