@@ -15,6 +15,7 @@ use crate::analysis::progress::Progress;
 use crate::domain::{MapMethod, Method, Scaling};
 use crate::ingest::FeatureTableSpec;
 use crate::pipeline::{PipelineError, SegmentRequest, run_segment};
+use crate::report::ReportError;
 use crate::settings::{KSetting, Settings, SettingsError};
 
 /// See, trust and talk about customer segments.
@@ -96,7 +97,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Settings(_) => 4,
-            CliError::Pipeline(PipelineError::Report(_)) => 5,
+            CliError::Pipeline(PipelineError::Report(ReportError::Io { .. })) => 5,
             CliError::Pipeline(e) if e.is_input_problem() => 3,
             CliError::Pipeline(_) | CliError::Threads(_) => 1,
         }
@@ -217,26 +218,26 @@ impl Progress for BarProgress {
             spinner
         };
         bar.set_message(stage.to_string());
-        if let Ok(mut current) = self.current.lock() {
-            if let Some(previous) = current.replace(bar) {
-                previous.finish_and_clear();
-            }
+        if let Ok(mut current) = self.current.lock()
+            && let Some(previous) = current.replace(bar)
+        {
+            previous.finish_and_clear();
         }
     }
 
     fn advance(&self, steps: u64) {
-        if let Ok(current) = self.current.lock() {
-            if let Some(bar) = current.as_ref() {
-                bar.inc(steps);
-            }
+        if let Ok(current) = self.current.lock()
+            && let Some(bar) = current.as_ref()
+        {
+            bar.inc(steps);
         }
     }
 
     fn finish(&self) {
-        if let Ok(mut current) = self.current.lock() {
-            if let Some(bar) = current.take() {
-                bar.finish_and_clear();
-            }
+        if let Ok(mut current) = self.current.lock()
+            && let Some(bar) = current.take()
+        {
+            bar.finish_and_clear();
         }
     }
 }

@@ -48,7 +48,10 @@ pub struct Settings {
 pub struct RunSettings {
     /// Seed of every random choice.
     pub seed: u64,
-    /// Worker threads; 0 = one per core.
+    /// Worker threads; 0 = one per core. Not serialised: results do not depend on it, and
+    /// `segments.json` must be byte-identical across thread counts (`run.json` records the
+    /// count actually used).
+    #[serde(skip_serializing)]
     pub threads: usize,
 }
 
@@ -215,6 +218,10 @@ impl Settings {
     }
 
     /// Checks ranges and combinations once, so nothing deeper re-checks them.
+    #[allow(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "`!(v >= 0.0)` also rejects NaN"
+    )]
     pub fn validate(&self) -> Result<(), SettingsError> {
         let bad = |m: String| Err(SettingsError::Invalid(m));
         if self.input.delimiter.len() != 1 || !self.input.delimiter.is_ascii() {

@@ -3,6 +3,13 @@
 //! input the issue lists, each with its exit status and a message naming file, line and
 //! column.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -250,11 +257,17 @@ fn hdbscan_reports_noise_apart_from_segments() {
 fn run_on(dir: &Path, name: &str, content: &[u8], extra: &[&str]) -> assert_cmd::assert::Assert {
     let path = dir.join(name);
     std::fs::write(&path, content).expect("write input");
+    let k: &[&str] = if extra.contains(&"--k") {
+        &[]
+    } else {
+        &["--k", "2"]
+    };
     segscope()
         .args(["segment", "--features"])
         .arg(&path)
-        .args(["--id-column", "id", "--maps", "pca", "--k", "2", "--out"])
+        .args(["--id-column", "id", "--maps", "pca", "--out"])
         .arg(dir.join("out"))
+        .args(k)
         .args(extra)
         .assert()
 }

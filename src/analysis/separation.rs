@@ -118,10 +118,11 @@ impl MapNeighbors {
         let sizes = partition.sizes();
         let mut parts: Vec<Vec<usize>> = vec![Vec::new(); partition.k()];
         for i in 0..n {
-            if let Some(s) = labels[i] {
-                if parent[i] == i && component_size[i] as f64 >= MIN_PART_SHARE * sizes[s] as f64 {
-                    parts[s].push(component_size[i]);
-                }
+            if let Some(s) = labels[i]
+                && parent[i] == i
+                && component_size[i] as f64 >= MIN_PART_SHARE * sizes[s] as f64
+            {
+                parts[s].push(component_size[i]);
             }
         }
         parts

@@ -488,16 +488,15 @@ fn assign_roles(
     }
     let find = |column: &str, role: &'static str| {
         header.iter().position(|h| h == column).ok_or_else(|| {
-            if header.len() == 1 {
-                if let Some(found) = [';', '\t', '|', ',']
+            if header.len() == 1
+                && let Some(found) = [';', '\t', '|', ',']
                     .into_iter()
                     .find(|c| header[0].contains(*c))
-                {
-                    return IngestError::WrongDelimiter {
-                        file: file.to_path_buf(),
-                        found,
-                    };
-                }
+            {
+                return IngestError::WrongDelimiter {
+                    file: file.to_path_buf(),
+                    found,
+                };
             }
             IngestError::UnknownColumn {
                 file: file.to_path_buf(),

@@ -56,6 +56,16 @@ pub struct SegmentRun {
     pub out_dir: PathBuf,
 }
 
+/// One map as drawn: coordinates plus what the summary needs.
+struct DrawnMap {
+    method: MapMethod,
+    coords: Array2<f64>,
+    /// Parameters actually used (e.g. the perplexity after shrinking).
+    parameters: BTreeMap<String, f64>,
+    /// PCA's explained-variance ratios.
+    explained_variance_ratio: Option<Vec<f64>>,
+}
+
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -155,12 +165,13 @@ pub fn run_segment(
             "only {n} usable rows; segmenting needs at least 3 customers"
         )));
     }
-    if let KSetting::Fixed(k) = settings.segment.k {
-        if settings.segment.method != Method::Hdbscan && k >= n {
-            return Err(unsupported(format!(
-                "{k} segments asked for, but there are only {n} customers"
-            )));
-        }
+    if let KSetting::Fixed(k) = settings.segment.k
+        && settings.segment.method != Method::Hdbscan
+        && k >= n
+    {
+        return Err(unsupported(format!(
+            "{k} segments asked for, but there are only {n} customers"
+        )));
     }
     for dropped in &table.report.dropped_columns {
         warnings.push(format!(
@@ -220,19 +231,14 @@ pub fn run_segment(
     let mut wanted = settings.segment.maps.clone();
     wanted.sort();
     wanted.dedup();
-    let mut maps: Vec<(
-        MapMethod,
-        Array2<f64>,
-        BTreeMap<String, f64>,
-        Option<Vec<f64>>,
-    )> = Vec::new();
+    let mut maps: Vec<DrawnMap> = Vec::new();
     for method in wanted {
         let stage = format!("map_{}", method.key());
         progress.start(method.display_name(), 0);
         let drawn = stages.run(&stage, || {
             draw_map(method, x.view(), settings, seed, progress)
         })?;
-        maps.push((method, drawn.0, drawn.1, drawn.2));
+        maps.push(drawn);
     }
 
     progress.start("measuring", 0);
@@ -350,7 +356,7 @@ fn draw_map(
     settings: &Settings,
     seed: u64,
     progress: &dyn Progress,
-) -> Result<(Array2<f64>, BTreeMap<String, f64>, Option<Vec<f64>>), PipelineError> {
+) -> Result<DrawnMap, PipelineError> {
     let failed = |message: String| PipelineError::Map {
         map: method.display_name(),
         message,
@@ -358,15 +364,17 @@ fn draw_map(
     match method {
         MapMethod::Pca => {
             let pca = fit_pca(x, 2).map_err(|e| failed(e.to_string()))?;
-            Ok((
-                pca.transform(x),
-                BTreeMap::new(),
-                Some(pca.explained_variance_ratio.clone()),
-            ))
+            Ok(DrawnMap {
+                method,
+                coords: pca.transform(x),
+                parameters: BTreeMap::new(),
+                explained_variance_ratio: Some(pca.explained_variance_ratio.clone()),
+            })
         }
         MapMethod::Umap => {
             let u = &settings.umap;
-            let n_neighbors = u.n_neighbors.min(x.nrows().saturating_sub(1)).max(1);
+            // n_neighbors counts the point itself, as in umap-learn; the graph excludes it.
+            let n_neighbors = u.n_neighbors.min(x.nrows()).max(2);
             let params = UmapParams {
                 n_neighbors,
                 min_dist: u.min_dist,
@@ -376,7 +384,7 @@ fn draw_map(
             }
             .validate()
             .map_err(|e| failed(e.to_string()))?;
-            let knn = exact_knn(x, n_neighbors).map_err(|e| failed(e.to_string()))?;
+            let knn = exact_knn(x, n_neighbors - 1).map_err(|e| failed(e.to_string()))?;
             let embedding =
                 fit_umap(x, &knn, &params, seed, progress).map_err(|e| failed(e.to_string()))?;
             let used = BTreeMap::from([
@@ -384,7 +392,12 @@ fn draw_map(
                 ("min_dist".to_string(), u.min_dist),
                 ("spread".to_string(), u.spread),
             ]);
-            Ok((embedding, used, None))
+            Ok(DrawnMap {
+                method,
+                coords: embedding,
+                parameters: used,
+                explained_variance_ratio: None,
+            })
         }
         MapMethod::Tsne => {
             let t = &settings.tsne;
@@ -399,7 +412,12 @@ fn draw_map(
                 ("theta".to_string(), t.theta),
                 ("max_iter".to_string(), t.max_iter as f64),
             ]);
-            Ok((map.embedding, used, None))
+            Ok(DrawnMap {
+                method,
+                coords: map.embedding,
+                parameters: used,
+                explained_variance_ratio: None,
+            })
         }
     }
 }
@@ -412,12 +430,7 @@ fn measure(
     partition: &Partition,
     labels: &Option<Vec<String>>,
     label_column: Option<&str>,
-    maps: &[(
-        MapMethod,
-        Array2<f64>,
-        BTreeMap<String, f64>,
-        Option<Vec<f64>>,
-    )],
+    maps: &[DrawnMap],
     stability: Option<&clustering::Stability>,
     settings: &Settings,
 ) -> Result<Measured, PipelineError> {
@@ -460,7 +473,13 @@ fn measure(
         .max(1);
     let mut summaries = BTreeMap::new();
     let mut facts = Vec::new();
-    for (method, embedding, parameters, evr) in maps {
+    for DrawnMap {
+        method,
+        coords: embedding,
+        parameters,
+        explained_variance_ratio: evr,
+    } in maps
+    {
         let failed = |message: String| PipelineError::Map {
             map: method.display_name(),
             message,
@@ -532,19 +551,15 @@ fn write_outputs(
     ids: &[String],
     labels: Option<&[String]>,
     partition: &Partition,
-    maps: &[(
-        MapMethod,
-        Array2<f64>,
-        BTreeMap<String, f64>,
-        Option<Vec<f64>>,
-    )],
+    maps: &[DrawnMap],
 ) -> Result<(), ReportError> {
     let dir = &request.out_dir;
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
         path: dir.clone(),
         source,
     })?;
-    let coords: Vec<(MapMethod, &Array2<f64>)> = maps.iter().map(|(m, c, _, _)| (*m, c)).collect();
+    let coords: Vec<(MapMethod, &Array2<f64>)> =
+        maps.iter().map(|m| (m.method, &m.coords)).collect();
     let mut json = serde_json::to_vec_pretty(document).map_err(|e| ReportError::Serialize {
         what: "segments.json",
         message: e.to_string(),

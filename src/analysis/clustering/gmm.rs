@@ -155,12 +155,13 @@ fn score(
             let mahalanobis: f64 = z.iter().map(|v| v * v).sum();
             per_component[c] = weights[c].ln() - 0.5 * (log_norm + log_det + mahalanobis);
         }
-        let (arg, max) = per_component
-            .iter()
-            .enumerate()
-            .fold((0, f64::NEG_INFINITY), |(ba, bm), (i, &v)| {
-                if v > bm { (i, v) } else { (ba, bm) }
-            });
+        let (arg, max) =
+            per_component
+                .iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |(ba, bm), (i, &v)| {
+                    if v > bm { (i, v) } else { (ba, bm) }
+                });
         let sum: f64 = per_component.iter().map(|v| (v - max).exp()).sum();
         total += max + sum.ln();
         labels.push(arg);
@@ -195,7 +196,12 @@ mod tests {
 
     #[test]
     fn bic_prefers_the_true_number_of_components() {
-        let x = crate::analysis::test_blobs::gaussian_blobs(&[&[0.0, 0.0], &[8.0, 0.0], &[0.0, 8.0]], 30, 1.0, 5);
+        let x = crate::analysis::test_blobs::gaussian_blobs(
+            &[&[0.0, 0.0], &[8.0, 0.0], &[0.0, 8.0]],
+            30,
+            1.0,
+            5,
+        );
         let params = GmmParams::default();
         let bics: Vec<f64> = (1..=4)
             .map(|k| fit_gmm(x.view(), k, &params, 1).expect("gmm").bic)

@@ -15,20 +15,12 @@ use crate::domain::Partition;
 /// HDBSCAN settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub struct HdbscanParams {
     /// Smallest group called a segment; 0 = automatic (1% of customers, at least 5).
     pub min_cluster_size: usize,
     /// Neighbours that define a point's core distance; 0 = same as min_cluster_size.
     pub min_samples: usize,
-}
-
-impl Default for HdbscanParams {
-    fn default() -> Self {
-        HdbscanParams {
-            min_cluster_size: 0,
-            min_samples: 0,
-        }
-    }
 }
 
 impl HdbscanParams {
@@ -87,7 +79,8 @@ mod tests {
 
     #[test]
     fn finds_dense_groups_and_leaves_outliers_as_noise() {
-        let blobs = crate::analysis::test_blobs::gaussian_blobs(&[&[0.0, 0.0], &[10.0, 10.0]], 20, 0.5, 3);
+        let blobs =
+            crate::analysis::test_blobs::gaussian_blobs(&[&[0.0, 0.0], &[10.0, 10.0]], 20, 0.5, 3);
         let mut x = Array2::zeros((41, 2));
         x.slice_mut(ndarray::s![..40, ..]).assign(&blobs);
         x[[40, 0]] = 50.0;
