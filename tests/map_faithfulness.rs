@@ -38,7 +38,7 @@ fn umap_trustworthiness(x: &Array2<f64>) -> f64 {
         .expect("defaults are valid");
     let knn = exact_knn(x.view(), params.params().n_neighbors - 1).expect("knn");
     let y = fit_umap(x.view(), &knn, &params, 42, &NoProgress).expect("umap");
-    trustworthiness(x.view(), y.view(), 10).expect("trustworthiness")
+    trustworthiness(x.view(), y.embedding.view(), 10).expect("trustworthiness")
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod maps;
 pub mod profile;
 pub mod progress;
 pub mod separation;
+pub(crate) mod streams;
 #[cfg(test)]
 pub(crate) mod test_blobs;
 pub mod validity;

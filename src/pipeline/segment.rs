@@ -8,7 +8,7 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2, Axis};
 
 use crate::analysis::clustering::{self, ClusterSpec, ClusteringError, KChoice};
-use crate::analysis::knn::exact_knn;
+use crate::analysis::knn::knn_graph;
 use crate::analysis::maps::pca::fit_pca;
 use crate::analysis::maps::tsne::{TsneParams, fit_tsne};
 use crate::analysis::maps::umap::{UmapParams, fit_umap};
@@ -384,9 +384,11 @@ fn draw_map(
             }
             .validate()
             .map_err(|e| failed(e.to_string()))?;
-            let knn = exact_knn(x, n_neighbors - 1).map_err(|e| failed(e.to_string()))?;
-            let embedding =
-                fit_umap(x, &knn, &params, seed, progress).map_err(|e| failed(e.to_string()))?;
+            let knn =
+                knn_graph(x, n_neighbors - 1, seed, progress).map_err(|e| failed(e.to_string()))?;
+            let embedding = fit_umap(x, &knn, &params, seed, progress)
+                .map_err(|e| failed(e.to_string()))?
+                .embedding;
             let used = BTreeMap::from([
                 ("n_neighbors".to_string(), n_neighbors as f64),
                 ("min_dist".to_string(), u.min_dist),

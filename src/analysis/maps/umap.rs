@@ -35,6 +35,7 @@ use rayon::prelude::*;
 
 use crate::analysis::knn::KnnGraph;
 use crate::analysis::progress::Progress;
+use crate::analysis::streams::{Purpose, point_key, stream};
 
 /// Why UMAP parameters were rejected or a layout could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,22 @@ pub enum UmapError {
         found: usize,
         /// Eigenvectors needed.
         wanted: usize,
+    },
+    /// New points must have the columns the map was fitted on.
+    #[error("the map was fitted on {expected} columns but the new points have {got}")]
+    DimensionMismatch {
+        /// Columns of the fitted data.
+        expected: usize,
+        /// Columns of the new points.
+        got: usize,
+    },
+    /// A neighbour of a new point is not a point of the fitted map.
+    #[error("neighbour index {index} is outside the {reference_points} fitted points")]
+    NeighbourOutOfRange {
+        /// The offending index.
+        index: usize,
+        /// Points in the fitted map.
+        reference_points: usize,
     },
     /// The dense eigendecomposition inside the eigensolver failed.
     #[error("dense eigendecomposition failed: {0}")]
@@ -208,14 +225,31 @@ impl ValidUmapParams {
     }
 }
 
+/// A fitted UMAP map: the 2D coordinates of the fitted points and what
+/// [`UmapModel::transform`] needs to place new points among them.
+///
+/// It keeps no copy of the input data: new points arrive with their neighbours among the
+/// fitted points (from a [`crate::analysis::knn::KnnIndex`] over the same data), which is
+/// all the placement uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UmapModel {
+    /// `n x 2` coordinates of the fitted points, in input order.
+    pub embedding: Array2<f64>,
+    params: ValidUmapParams,
+    n_features: usize,
+    /// umap-learn's global `mean_distances` of the fit (the self-distance 0 included),
+    /// which floors the bandwidth of new points.
+    mean_distance: f64,
+}
+
 /// Embeds the rows of `x` in 2D with UMAP, using the neighbours in `knn`.
 ///
 /// `knn` must be the graph of `x` with at least `n_neighbors - 1` neighbours per point
 /// (the point itself is the first of umap-learn's `n_neighbors`); extra columns are
 /// ignored, so one graph can serve several consumers. `x` itself is only used to place
-/// disconnected components relative to each other. The result is `n x 2`, bit-identical
-/// for the same inputs and seed whatever the number of rayon threads. Reports one
-/// progress step per epoch under the stage name `"UMAP"`.
+/// disconnected components relative to each other. The model's embedding is `n x 2`,
+/// bit-identical for the same inputs and seed whatever the number of rayon threads.
+/// Reports one progress step per epoch under the stage name `"UMAP"`.
 ///
 /// # Errors
 /// [`UmapError::GraphMismatch`], [`UmapError::GraphTooSmall`] or [`UmapError::NonFinite`]
@@ -227,7 +261,7 @@ pub fn fit_umap(
     params: &ValidUmapParams,
     seed: u64,
     progress: &dyn Progress,
-) -> Result<Array2<f64>, UmapError> {
+) -> Result<UmapModel, UmapError> {
     let n_points = x.nrows();
     let n_neighbors = params.params.n_neighbors;
     if knn.n_points() != n_points {
@@ -258,6 +292,7 @@ pub fn fit_umap(
     let mut distances = knn.distances();
     distances.slice_axis_inplace(Axis(1), Slice::from(0..needed));
 
+    let mean_distance = distances.sum() / (distances.nrows() as f64 * n_neighbors as f64);
     let bandwidths = smooth_knn_dist(distances, n_neighbors);
     let graph = fuzzy_union(indices, distances, &bandwidths);
     // umap-learn prunes with the real epoch count unless it is tiny (≤ 10), where it would
@@ -278,12 +313,245 @@ pub fn fit_umap(
     optimize_layout(&mut embedding, &graph, params, n_epochs, &mut rng, progress);
     progress.finish();
 
-    let mut result = Array2::zeros((n_points, 2));
-    for (mut row, point) in result.axis_iter_mut(Axis(0)).zip(&embedding) {
+    Ok(UmapModel {
+        embedding: to_array(&embedding),
+        params: params.clone(),
+        n_features: x.ncols(),
+        mean_distance,
+    })
+}
+
+fn to_array(points: &[[f64; 2]]) -> Array2<f64> {
+    let mut result = Array2::zeros((points.len(), 2));
+    for (mut row, point) in result.axis_iter_mut(Axis(0)).zip(points) {
         row[0] = point[0];
         row[1] = point[1];
     }
-    Ok(result)
+    result
+}
+
+impl UmapModel {
+    /// The parameters the map was fitted with.
+    pub fn params(&self) -> &ValidUmapParams {
+        &self.params
+    }
+
+    /// Places new points in the fitted map without moving the fitted ones, as umap-learn's
+    /// `transform`: each new point's memberships to its `n_neighbors` nearest fitted points
+    /// (`neighbours`, row `i` for `queries` row `i`, indices into the fitted points), a
+    /// start at their membership-weighted mean position, then a short optimisation in which
+    /// only the new point moves, attracted by its neighbours and repelled by random fitted
+    /// points.
+    ///
+    /// Following umap-learn: the nearest-neighbour distance is not subtracted
+    /// (`local_connectivity - 1 = 0`), the bandwidth solves the same equation with the
+    /// nearest neighbour left out of the sum, the learning rate is a quarter of the fit's,
+    /// and the optimisation runs `n_epochs / 3` epochs (default: 100 up to 10,000 fitted
+    /// points, else 30). Deliberate deviations, so that a point's place depends only on the
+    /// point, its neighbours, the model and the seed, never on the batch it came in (the
+    /// pipeline places a million customers in chunks):
+    ///
+    /// - the epoch default looks at the fitted points, where umap-learn counts the new ones;
+    /// - edges are scheduled against the largest possible membership, 1, where umap-learn
+    ///   uses the batch's largest (1 or nearly so as soon as a new point lies near a fitted
+    ///   one), and the bandwidth floor is the fit's mean distance, not the batch's;
+    /// - each point draws its negative samples from its own stream, named by the seed and
+    ///   its coordinates, so points are placed in parallel and identical points land
+    ///   together.
+    ///
+    /// # Errors
+    /// [`UmapError::DimensionMismatch`], [`UmapError::GraphMismatch`],
+    /// [`UmapError::GraphTooSmall`] (fewer than `n_neighbors` columns),
+    /// [`UmapError::NeighbourOutOfRange`] or [`UmapError::NonFinite`] when the inputs do
+    /// not fit the model.
+    pub fn transform(
+        &self,
+        queries: ArrayView2<f64>,
+        neighbours: &KnnGraph,
+        seed: u64,
+    ) -> Result<Array2<f64>, UmapError> {
+        let n_neighbors = self.params.params.n_neighbors;
+        let reference_points = self.embedding.nrows();
+        if queries.ncols() != self.n_features {
+            return Err(UmapError::DimensionMismatch {
+                expected: self.n_features,
+                got: queries.ncols(),
+            });
+        }
+        if neighbours.n_points() != queries.nrows() {
+            return Err(UmapError::GraphMismatch {
+                data_points: queries.nrows(),
+                graph_points: neighbours.n_points(),
+            });
+        }
+        if neighbours.k() < n_neighbors {
+            return Err(UmapError::GraphTooSmall {
+                n_neighbors,
+                needed: n_neighbors,
+                available: neighbours.k(),
+            });
+        }
+        if let Some(&index) = neighbours
+            .indices()
+            .iter()
+            .find(|&&j| j >= reference_points)
+        {
+            return Err(UmapError::NeighbourOutOfRange {
+                index,
+                reference_points,
+            });
+        }
+        for (row, values) in queries.axis_iter(Axis(0)).enumerate() {
+            if let Some(column) = values.iter().position(|v| !v.is_finite()) {
+                return Err(UmapError::NonFinite { row, column });
+            }
+        }
+
+        let n_epochs = match self.params.params.n_epochs {
+            Some(epochs) => (epochs / 3).max(1),
+            None if reference_points <= 10_000 => 100,
+            None => 30,
+        };
+        let reference: Vec<[f64; 2]> = self
+            .embedding
+            .axis_iter(Axis(0))
+            .map(|row| [row[0], row[1]])
+            .collect();
+        let mut placed = vec![[0.0; 2]; queries.nrows()];
+        placed.par_iter_mut().enumerate().for_each(|(i, point)| {
+            let query = queries.row(i);
+            let indices = neighbours.indices();
+            let distances = neighbours.distances();
+            let indices = indices.row(i);
+            let distances = distances.row(i);
+            let edges = self.memberships(
+                indices.slice(ndarray::s![..n_neighbors]),
+                distances.slice(ndarray::s![..n_neighbors]),
+            );
+            let mut rng = stream(
+                seed,
+                Purpose::UmapTransform,
+                point_key(query.iter().copied()),
+                0,
+            );
+            *point = self.place(&edges, &reference, n_epochs, &mut rng);
+        });
+        Ok(to_array(&placed))
+    }
+
+    /// `(fitted point, membership)` of one new point's neighbours, umap-learn's
+    /// `smooth_knn_dist` with `local_connectivity = 0` and
+    /// `compute_membership_strengths(bipartite = True)`.
+    fn memberships(
+        &self,
+        indices: ArrayView1<usize>,
+        distances: ArrayView1<f64>,
+    ) -> Vec<(usize, f64)> {
+        const N_ITER: usize = 64;
+        const SMOOTH_K_TOLERANCE: f64 = 1e-5;
+        const MIN_K_DIST_SCALE: f64 = 1e-3;
+        let target = (self.params.params.n_neighbors as f64).log2();
+        // umap-learn's loop starts at column 1, written for rows that begin with the point
+        // itself; new points have no such column, so their nearest neighbour is left out.
+        let summed = distances.slice(ndarray::s![1..]);
+        let (mut lo, mut hi, mut mid) = (0.0_f64, f64::INFINITY, 1.0_f64);
+        for _ in 0..N_ITER {
+            let psum: f64 = summed
+                .iter()
+                .map(|&d| if d > 0.0 { (-(d / mid)).exp() } else { 1.0 })
+                .sum();
+            if (psum - target).abs() < SMOOTH_K_TOLERANCE {
+                break;
+            }
+            if psum > target {
+                hi = mid;
+                mid = (lo + hi) / 2.0;
+            } else {
+                lo = mid;
+                mid = if hi == f64::INFINITY {
+                    mid * 2.0
+                } else {
+                    (lo + hi) / 2.0
+                };
+            }
+        }
+        let sigma = mid.max(MIN_K_DIST_SCALE * self.mean_distance);
+        indices
+            .iter()
+            .zip(distances.iter())
+            .map(|(&j, &d)| {
+                let strength = if d <= 0.0 || sigma == 0.0 {
+                    1.0
+                } else {
+                    (-(d / sigma)).exp()
+                };
+                (j, strength)
+            })
+            .collect()
+    }
+
+    /// Starts a new point at the membership-weighted mean of its neighbours and runs the
+    /// attract/repel optimisation with the fitted points fixed.
+    fn place(
+        &self,
+        edges: &[(usize, f64)],
+        reference: &[[f64; 2]],
+        n_epochs: usize,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> [f64; 2] {
+        let total: f64 = edges.iter().map(|e| e.1).sum();
+        let mut point = [0.0; 2];
+        if total > 0.0 {
+            for &(j, w) in edges {
+                point[0] += w / total * reference[j][0];
+                point[1] += w / total * reference[j][1];
+            }
+        } else if let Some(&(j, _)) = edges.first() {
+            // Every membership underflowed: start on the nearest neighbour.
+            point = reference[j];
+        }
+        // Edges sampled less than once in the whole run carry no weight (umap-learn prunes
+        // them the same way).
+        let threshold = 1.0 / n_epochs as f64;
+        let mut schedule: Vec<ScheduledEdge> = edges
+            .iter()
+            .filter(|e| e.1 >= threshold)
+            .map(|&(tail, w)| {
+                ScheduledEdge::new(0, tail, 1.0 / w, self.params.params.negative_sample_rate)
+            })
+            .collect();
+        let initial_alpha = self.params.params.learning_rate / 4.0;
+        let mut alpha = initial_alpha;
+        let (a, b) = (self.params.a, self.params.b);
+        for epoch in 0..n_epochs {
+            let n = epoch as f64;
+            for edge in &mut schedule {
+                if edge.next_sample > n {
+                    continue;
+                }
+                let other = reference[edge.tail];
+                let coefficient = attraction(squared_distance(&point, &other), a, b);
+                for d in 0..2 {
+                    point[d] += clip(coefficient * (point[d] - other[d])) * alpha;
+                }
+                edge.next_sample += edge.epochs_per_sample;
+                let n_negative = edge.negatives_owed(n);
+                for _ in 0..n_negative {
+                    let other = reference[rng.gen_range(0..reference.len())];
+                    let dist_squared = squared_distance(&point, &other);
+                    if dist_squared > 0.0 {
+                        let coefficient = repulsion(dist_squared, a, b);
+                        for d in 0..2 {
+                            point[d] += clip(coefficient * (point[d] - other[d])) * alpha;
+                        }
+                    }
+                }
+                edge.next_negative_sample += n_negative as f64 * edge.epochs_per_negative_sample;
+            }
+            alpha = initial_alpha * (1.0 - n / n_epochs as f64);
+        }
+        point
+    }
 }
 
 /// Least-squares fit of `1 / (1 + a x^2b)` to the target curve (1 up to `min_dist`, then
@@ -947,16 +1215,64 @@ fn rescale_to_box(coords: &mut [[f64; 2]]) {
     }
 }
 
+/// Largest step of one gradient component (umap-learn's `clip`).
+const CLIP: f64 = 4.0;
+
+fn clip(v: f64) -> f64 {
+    v.clamp(-CLIP, CLIP)
+}
+
+/// Attraction along an edge, as a multiple of `y_i - y_j`: the gradient of
+/// `log(1 / (1 + a d^2b))`, `-2ab d^2(b-1) / (1 + a d^2b)`; zero for coincident points.
+#[inline]
+fn attraction(dist_squared: f64, a: f64, b: f64) -> f64 {
+    if dist_squared > 0.0 {
+        let pow_b = dist_squared.powf(b);
+        -2.0 * a * b * (pow_b / dist_squared) / (a * pow_b + 1.0)
+    } else {
+        0.0
+    }
+}
+
+/// Repulsion from a negative sample, as a multiple of `y_i - y_j`:
+/// `2b / ((0.001 + d²)(1 + a d^2b))`, the 0.001 keeping it finite for near-coincident
+/// points. Only called with `dist_squared > 0`.
+#[inline]
+fn repulsion(dist_squared: f64, a: f64, b: f64) -> f64 {
+    2.0 * b / ((0.001 + dist_squared) * (a * dist_squared.powf(b) + 1.0))
+}
+
 /// One directed edge of the graph with its sampling schedule (umap-learn's
 /// `epochs_per_sample` and the `epoch_of_next_*` arrays).
 struct ScheduledEdge {
     head: usize,
     tail: usize,
-    /// Epochs between two samples: the heaviest edge is sampled every epoch.
+    /// Epochs between two samples: an edge of the largest weight is sampled every epoch.
     epochs_per_sample: f64,
     epochs_per_negative_sample: f64,
     next_sample: f64,
     next_negative_sample: f64,
+}
+
+impl ScheduledEdge {
+    fn new(head: usize, tail: usize, epochs_per_sample: f64, negative_sample_rate: usize) -> Self {
+        let epochs_per_negative_sample = epochs_per_sample / negative_sample_rate as f64;
+        Self {
+            head,
+            tail,
+            epochs_per_sample,
+            epochs_per_negative_sample,
+            next_sample: epochs_per_sample,
+            next_negative_sample: epochs_per_negative_sample,
+        }
+    }
+
+    /// Negative samples owed at epoch `n` since the last visit; truncated as Python's
+    /// `int()`.
+    fn negatives_owed(&self, n: f64) -> usize {
+        let owed = ((n - self.next_negative_sample) / self.epochs_per_negative_sample).trunc();
+        if owed > 0.0 { owed as usize } else { 0 }
+    }
 }
 
 /// umap-learn's `optimize_layout_euclidean` with `move_other = true` and `gamma = 1`:
@@ -970,31 +1286,24 @@ fn optimize_layout(
     rng: &mut Xoshiro256PlusPlus,
     progress: &dyn Progress,
 ) {
-    const CLIP: f64 = 4.0;
     let (a, b) = (params.a, params.b);
-    let negative_rate = params.params.negative_sample_rate as f64;
     let initial_alpha = params.params.learning_rate;
     let n_vertices = embedding.len();
     let max_weight = graph.weights.iter().copied().fold(0.0, f64::max);
+    // make_epochs_per_sample: an edge of weight w is sampled w / max_w times per epoch;
+    // pruning guarantees w > 0.
     let mut edges: Vec<ScheduledEdge> = graph
         .edges()
         .map(|(head, tail, weight)| {
-            // make_epochs_per_sample: an edge of weight w is sampled w / max_w times per
-            // epoch; pruning guarantees w > 0.
-            let epochs_per_sample = max_weight / weight;
-            let epochs_per_negative_sample = epochs_per_sample / negative_rate;
-            ScheduledEdge {
+            ScheduledEdge::new(
                 head,
                 tail,
-                epochs_per_sample,
-                epochs_per_negative_sample,
-                next_sample: epochs_per_sample,
-                next_negative_sample: epochs_per_negative_sample,
-            }
+                max_weight / weight,
+                params.params.negative_sample_rate,
+            )
         })
         .collect();
 
-    let clip = |v: f64| v.clamp(-CLIP, CLIP);
     let mut alpha = initial_alpha;
     for epoch in 0..n_epochs {
         let n = epoch as f64;
@@ -1004,14 +1313,7 @@ fn optimize_layout(
             }
             let (j, k) = (edge.head, edge.tail);
             let (current, other) = (embedding[j], embedding[k]);
-            let dist_squared = squared_distance(&current, &other);
-            // d/dy of log(1 / (1 + a d^2b)): -2ab d^2(b-1) / (1 + a d^2b) (y_i - y_j).
-            let coefficient = if dist_squared > 0.0 {
-                let pow_b = dist_squared.powf(b);
-                -2.0 * a * b * (pow_b / dist_squared) / (a * pow_b + 1.0)
-            } else {
-                0.0
-            };
+            let coefficient = attraction(squared_distance(&current, &other), a, b);
             for d in 0..2 {
                 let grad = clip(coefficient * (current[d] - other[d]));
                 embedding[j][d] += grad * alpha;
@@ -1019,23 +1321,17 @@ fn optimize_layout(
             }
             edge.next_sample += edge.epochs_per_sample;
 
-            // Negative samples owed since the last visit; truncation as Python's int().
-            let owed = ((n - edge.next_negative_sample) / edge.epochs_per_negative_sample).trunc();
-            let n_negative = if owed > 0.0 { owed as usize } else { 0 };
+            let n_negative = edge.negatives_owed(n);
             for _ in 0..n_negative {
                 let k = rng.gen_range(0..n_vertices);
                 let (current, other) = (embedding[j], embedding[k]);
                 let dist_squared = squared_distance(&current, &other);
-                // Repulsion 2b / ((0.001 + d²)(1 + a d^2b)) (y_i - y_j); the 0.001 keeps
-                // it finite for near-coincident points.
-                let coefficient = if dist_squared > 0.0 {
-                    2.0 * b / ((0.001 + dist_squared) * (a * dist_squared.powf(b) + 1.0))
-                } else {
-                    // Drawing the point itself, or an exact duplicate: no direction to push.
-                    continue;
-                };
-                for d in 0..2 {
-                    embedding[j][d] += clip(coefficient * (current[d] - other[d])) * alpha;
+                // Drawing the point itself, or an exact duplicate: no direction to push.
+                if dist_squared > 0.0 {
+                    let coefficient = repulsion(dist_squared, a, b);
+                    for d in 0..2 {
+                        embedding[j][d] += clip(coefficient * (current[d] - other[d])) * alpha;
+                    }
                 }
             }
             edge.next_negative_sample += n_negative as f64 * edge.epochs_per_negative_sample;
@@ -1359,7 +1655,7 @@ mod tests {
         let params = short_run()?;
         let knn = exact_knn(x.view(), 14)?;
         let recorder = Recorder::default();
-        let y = fit_umap(x.view(), &knn, &params, 7, &recorder)?;
+        let y = fit_umap(x.view(), &knn, &params, 7, &recorder)?.embedding;
         let recorded = recorder.0.lock().map(|r| r.clone()).unwrap_or_default();
         let expected = Log {
             starts: vec![("UMAP".to_owned(), 60)],
@@ -1381,9 +1677,9 @@ mod tests {
         let x = random_data(200, 5, 3);
         let knn = exact_knn(x.view(), 14)?;
         let params = short_run()?;
-        let first = fit_umap(x.view(), &knn, &params, 42, &NoProgress)?;
-        let again = fit_umap(x.view(), &knn, &params, 42, &NoProgress)?;
-        let other = fit_umap(x.view(), &knn, &params, 43, &NoProgress)?;
+        let first = fit_umap(x.view(), &knn, &params, 42, &NoProgress)?.embedding;
+        let again = fit_umap(x.view(), &knn, &params, 42, &NoProgress)?.embedding;
+        let other = fit_umap(x.view(), &knn, &params, 43, &NoProgress)?.embedding;
         assert_eq!(first.dim(), (200, 2));
         assert_eq!(bits(&first), bits(&again));
         assert_ne!(bits(&first), bits(&other));
@@ -1400,7 +1696,7 @@ mod tests {
                 .build()?;
             pool.install(|| {
                 let knn = exact_knn(x.view(), 14)?;
-                Ok(fit_umap(x.view(), &knn, &params, 5, &NoProgress)?)
+                Ok(fit_umap(x.view(), &knn, &params, 5, &NoProgress)?.embedding)
             })
         };
         assert_eq!(bits(&run(1)?), bits(&run(2)?));

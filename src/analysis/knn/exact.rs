@@ -1,76 +1,19 @@
-//! k-nearest-neighbour graphs: the shared input of UMAP (and later t-SNE, HDBSCAN and
-//! neighbourhood-preservation checks).
+//! Exact k-nearest neighbours by brute force: the reference every approximate graph is
+//! measured against, and the fastest method for small inputs.
 //!
-//! Owns [`KnnGraph`], the one representation of "who is near whom" that the map and
-//! clustering algorithms consume, and [`exact_knn`], the brute-force Euclidean builder.
-//! It does not own approximate search: an NN-descent or HNSW builder will produce the same
-//! [`KnnGraph`] so that consumers never know how the graph was found.
-//!
-//! Determinism: every row is computed independently from the input alone, and ties are
-//! broken by the smaller index, so the graph is identical whatever the number of rayon
-//! threads and whatever the order in which rows are scheduled.
+//! Every row is computed independently from the input alone, and ties are broken by the
+//! smaller index, so the graph is identical whatever the number of rayon threads and
+//! whatever the order in which rows are scheduled.
 
 use std::cmp::Ordering;
 
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::ArrayView2;
 use rayon::prelude::*;
 
-/// Why a k-nearest-neighbour graph could not be built.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum KnnError {
-    /// Zero neighbours were asked for; a graph without edges is useless to every consumer.
-    #[error("k must be at least 1")]
-    ZeroNeighbours,
-    /// Each point needs `k` neighbours other than itself, so there must be more than `k` points.
-    #[error("{n_points} points are too few for {k} neighbours per point (need at least k + 1)")]
-    TooFewPoints {
-        /// Number of rows in the input.
-        n_points: usize,
-        /// Neighbours requested per point.
-        k: usize,
-    },
-    /// A NaN or infinite value makes distances meaningless; the first one found is reported.
-    #[error("value at row {row}, column {column} is not finite")]
-    NonFinite {
-        /// Row (point) of the offending value.
-        row: usize,
-        /// Column (feature) of the offending value.
-        column: usize,
-    },
-}
-
-/// The `k` nearest neighbours of every point, the point itself excluded.
-///
-/// Row `i` lists the neighbours of point `i` by increasing distance, ties broken by the
-/// smaller index, so a graph is a pure function of its input. Duplicate points are each
-/// other's neighbours at distance 0; a point is never its own neighbour.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KnnGraph {
-    indices: Array2<usize>,
-    distances: Array2<f64>,
-}
-
-impl KnnGraph {
-    /// Neighbour indices, `n_points x k`, nearest first.
-    pub fn indices(&self) -> ArrayView2<'_, usize> {
-        self.indices.view()
-    }
-
-    /// Euclidean distances matching [`KnnGraph::indices`], ascending along each row.
-    pub fn distances(&self) -> ArrayView2<'_, f64> {
-        self.distances.view()
-    }
-
-    /// Number of points (rows) in the graph.
-    pub fn n_points(&self) -> usize {
-        self.indices.nrows()
-    }
-
-    /// Number of neighbours per point.
-    pub fn k(&self) -> usize {
-        self.indices.ncols()
-    }
-}
+use super::{
+    KnnError, KnnGraph, KnnMethod, check_graph_input, graph_from_rows, row, row_major,
+    squared_euclidean,
+};
 
 /// Exact Euclidean k-nearest-neighbour graph of the rows of `x`, by brute force.
 ///
@@ -82,67 +25,47 @@ impl KnnGraph {
 /// [`KnnError::ZeroNeighbours`] for `k == 0`, [`KnnError::TooFewPoints`] when `x` has
 /// `k` rows or fewer, [`KnnError::NonFinite`] for NaN or infinite inputs.
 pub fn exact_knn(x: ArrayView2<f64>, k: usize) -> Result<KnnGraph, KnnError> {
+    check_graph_input(x, k)?;
     let n_points = x.nrows();
-    if k == 0 {
-        return Err(KnnError::ZeroNeighbours);
-    }
-    if n_points <= k {
-        return Err(KnnError::TooFewPoints { n_points, k });
-    }
-    // Scanned in row-major order so the reported position is the first bad value.
-    for (row, values) in x.axis_iter(Axis(0)).enumerate() {
-        if let Some(column) = values.iter().position(|v| !v.is_finite()) {
-            return Err(KnnError::NonFinite { row, column });
-        }
-    }
+    let d = x.ncols();
+    let data = row_major(x);
+    let data: &[f64] = &data;
 
-    let mut indices = Array2::<usize>::zeros((n_points, k));
-    let mut distances = Array2::<f64>::zeros((n_points, k));
-    indices
-        .axis_iter_mut(Axis(0))
-        .into_par_iter()
-        .zip(distances.axis_iter_mut(Axis(0)).into_par_iter())
-        .enumerate()
-        .for_each_init(
-            || Vec::with_capacity(n_points),
-            |candidates: &mut Vec<(f64, usize)>, (i, (mut row_indices, mut row_distances))| {
-                let xi = x.row(i);
-                candidates.clear();
-                candidates.extend((0..n_points).filter(|&j| j != i).map(|j| {
-                    // Summing the squared differences directly (rather than the
-                    // |a|² + |b|² - 2ab expansion) keeps exact zeros for duplicates and
-                    // exact ties for equidistant points, which the tie rule relies on.
-                    let squared: f64 = xi
-                        .iter()
-                        .zip(x.row(j).iter())
-                        .map(|(a, b)| (a - b) * (a - b))
-                        .sum();
-                    (squared, j)
-                }));
-                // Partial selection: only the k nearest need ordering, O(n + k log k).
-                candidates.select_nth_unstable_by(k - 1, by_distance_then_index);
-                let nearest = &mut candidates[..k];
-                nearest.sort_unstable_by(by_distance_then_index);
-                for (slot, &(squared, j)) in nearest.iter().enumerate() {
-                    row_indices[slot] = j;
-                    // sqrt is monotone, so ordering by squared distance is the same order.
-                    row_distances[slot] = squared.sqrt();
-                }
-            },
-        );
-    Ok(KnnGraph { indices, distances })
+    let mut rows = vec![(0.0, 0_usize); n_points * k];
+    rows.par_chunks_mut(k).enumerate().for_each_init(
+        || Vec::with_capacity(n_points),
+        |candidates: &mut Vec<(f64, usize)>, (i, out)| {
+            let xi = row(data, d, i);
+            candidates.clear();
+            // Squared differences summed directly (rather than the |a|² + |b|² - 2ab
+            // expansion) keep exact zeros for duplicates and exact ties for equidistant
+            // points, which the tie rule relies on.
+            candidates.extend(
+                (0..n_points)
+                    .filter(|&j| j != i)
+                    .map(|j| (squared_euclidean(xi, row(data, d, j)), j)),
+            );
+            // Partial selection: only the k nearest need ordering, O(n + k log k).
+            candidates.select_nth_unstable_by(k - 1, by_distance_then_index);
+            let nearest = &mut candidates[..k];
+            // sqrt is monotone, so ordering by squared distance is the same order.
+            nearest.sort_unstable_by(by_distance_then_index);
+            out.copy_from_slice(nearest);
+        },
+    );
+    Ok(graph_from_rows(&rows, k, KnnMethod::Exact))
 }
 
 /// Total order on (squared distance, index): distances are finite, and the index breaks
 /// ties so that selection and sorting give one answer however they are implemented.
-fn by_distance_then_index(a: &(f64, usize), b: &(f64, usize)) -> Ordering {
+pub(super) fn by_distance_then_index(a: &(f64, usize), b: &(f64, usize)) -> Ordering {
     a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
+    use ndarray::{Array2, Axis, array};
     use rand::{Rng, SeedableRng};
     use rand_xoshiro::Xoshiro256PlusPlus;
 
