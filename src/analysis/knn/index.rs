@@ -268,3 +268,157 @@ impl Visited {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::knn::exact_knn;
+    use crate::analysis::knn::{NnDescentParams, nn_descent};
+    use crate::analysis::progress::NoProgress;
+    use crate::analysis::test_blobs::gaussian_blobs;
+    use ndarray::{Array2, Axis, s};
+
+    type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Ten 16-dimensional blobs, interleaved so that any split holds all of them.
+    fn data(n: usize) -> Array2<f64> {
+        let centres: Vec<Vec<f64>> = (0..10)
+            .map(|c| {
+                (0..16)
+                    .map(|j| ((c * 7 + j * 3) % 11) as f64 - 5.0)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f64]> = centres.iter().map(Vec::as_slice).collect();
+        let blobs = gaussian_blobs(&refs, n / 10, 1.5, 3);
+        Array2::from_shape_fn(blobs.dim(), |(i, j)| {
+            blobs[[(i % 10) * (n / 10) + i / 10, j]]
+        })
+    }
+
+    /// Exact neighbours of each query among the reference rows.
+    fn brute_force(
+        reference: ArrayView2<f64>,
+        queries: ArrayView2<f64>,
+        k: usize,
+    ) -> Vec<Vec<usize>> {
+        queries
+            .axis_iter(Axis(0))
+            .map(|q| {
+                let mut all: Vec<(f64, usize)> = reference
+                    .axis_iter(Axis(0))
+                    .enumerate()
+                    .map(|(j, r)| ((&r - &q).mapv(|v| v * v).sum(), j))
+                    .collect();
+                all.sort_by(by_distance_then_index);
+                all.into_iter().take(k).map(|(_, j)| j).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finds_the_neighbours_of_held_out_points() -> TestResult {
+        let x = data(2_000);
+        let (reference, queries) = (x.slice(s![..1_800, ..]), x.slice(s![1_800.., ..]));
+        let graph = nn_descent(reference, 15, &NnDescentParams::default(), 1, &NoProgress)?;
+        let index = KnnIndex::new(reference, &graph, 2)?;
+        assert_eq!(index.n_points(), 1_800);
+        let found = index.query(queries, 15)?;
+        assert_eq!(found.method(), KnnMethod::IndexSearch);
+        let truth = brute_force(reference, queries, 15);
+        let hits: usize = found
+            .indices()
+            .axis_iter(Axis(0))
+            .zip(&truth)
+            .map(|(row, t)| row.iter().filter(|j| t.contains(j)).count())
+            .sum();
+        let recall = hits as f64 / (200 * 15) as f64;
+        assert!(recall >= 0.95, "recall {recall}");
+        for row in found.distances().axis_iter(Axis(0)) {
+            assert!(row.windows(2).into_iter().all(|w| w[0] <= w[1]));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_reference_point_finds_itself() -> TestResult {
+        let x = data(500);
+        let index = KnnIndex::new(x.view(), &exact_knn(x.view(), 10)?, 0)?;
+        let found = index.query(x.slice(s![..50, ..]), 5)?;
+        for (i, (indices, distances)) in found
+            .indices()
+            .axis_iter(Axis(0))
+            .zip(found.distances().axis_iter(Axis(0)))
+            .enumerate()
+        {
+            assert_eq!((indices[0], distances[0]), (i, 0.0));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn identical_with_one_and_two_threads_and_in_any_batch() -> TestResult {
+        let x = data(1_000);
+        let (reference, queries) = (x.slice(s![..900, ..]), x.slice(s![900.., ..]));
+        let index = KnnIndex::new(reference, &exact_knn(reference, 8)?, 4)?;
+        let run = |threads: usize| -> Result<KnnGraph, Box<dyn std::error::Error + Send + Sync>> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?;
+            Ok(pool.install(|| index.query(queries, 12))?)
+        };
+        let (one, two) = (run(1)?, run(2)?);
+        assert_eq!(one.indices(), two.indices());
+        let bits = |g: &KnnGraph| {
+            g.distances()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&one), bits(&two));
+        let tail = index.query(queries.slice(s![37.., ..]), 12)?;
+        assert_eq!(tail.indices(), one.indices().slice(s![37.., ..]));
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_mismatched_inputs() -> TestResult {
+        let x = data(100);
+        let graph = exact_knn(x.view(), 5)?;
+        assert_eq!(
+            KnnIndex::new(x.slice(s![..50, ..]), &graph, 0).err(),
+            Some(KnnError::GraphMismatch {
+                data_points: 50,
+                graph_points: 100
+            })
+        );
+        let index = KnnIndex::new(x.view(), &graph, 0)?;
+        assert_eq!(
+            index.query(x.view(), 0).err(),
+            Some(KnnError::ZeroNeighbours)
+        );
+        assert_eq!(
+            index.query(x.view(), 101).err(),
+            Some(KnnError::TooFewReferencePoints {
+                n_points: 100,
+                k: 101
+            })
+        );
+        assert_eq!(
+            index.query(x.slice(s![.., ..3]), 5).err(),
+            Some(KnnError::DimensionMismatch {
+                expected: 16,
+                got: 3
+            })
+        );
+        let mut bad = x.slice(s![..4, ..]).to_owned();
+        bad[[2, 7]] = f64::NAN;
+        assert_eq!(
+            index.query(bad.view(), 5).err(),
+            Some(KnnError::NonFinite { row: 2, column: 7 })
+        );
+        // Every reference point can be asked for.
+        assert_eq!(index.query(x.slice(s![..2, ..]), 100)?.k(), 100);
+        Ok(())
+    }
+}

@@ -1403,7 +1403,7 @@ fn squared_distance(p: &[f64; 2], q: &[f64; 2]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::knn::exact_knn;
+    use crate::analysis::knn::{KnnIndex, exact_knn};
     use crate::analysis::progress::NoProgress;
     use linfa_linalg::eigh::Eigh;
     use std::sync::Mutex;
@@ -1814,6 +1814,94 @@ mod tests {
         assert!(matches!(
             fit_umap(bad.view(), &knn, &params, 0, &NoProgress),
             Err(UmapError::NonFinite { row: 2, column: 1 })
+        ));
+        Ok(())
+    }
+
+    /// A model fitted on 200 random points, 40 new points, their neighbours among the
+    /// fitted ones and the index that found them.
+    fn fitted_and_new() -> Result<(UmapModel, Array2<f64>, KnnGraph, KnnIndex), SendError> {
+        let x = random_data(240, 4, 12);
+        let (fit, new) = (
+            x.slice(ndarray::s![..200, ..]),
+            x.slice(ndarray::s![200.., ..]),
+        );
+        let knn = exact_knn(fit, 14)?;
+        let model = fit_umap(fit, &knn, &short_run()?, 3, &NoProgress)?;
+        let index = KnnIndex::new(fit, &knn, 0)?;
+        let neighbours = index.query(new, 15)?;
+        Ok((model, new.to_owned(), neighbours, index))
+    }
+
+    #[test]
+    fn transform_is_identical_with_one_and_two_threads_and_in_any_batch() -> TestResult {
+        let (model, new, neighbours, index) = fitted_and_new()?;
+        let run = |threads: usize| -> Result<Array2<f64>, SendError> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?;
+            pool.install(|| Ok(model.transform(new.view(), &neighbours, 11)?))
+        };
+        let one = run(1)?;
+        assert_eq!(one.dim(), (40, 2));
+        assert!(one.iter().all(|v| v.is_finite()));
+        assert_eq!(bits(&one), bits(&run(2)?));
+        assert_ne!(
+            bits(&one),
+            bits(&model.transform(new.view(), &neighbours, 12)?)
+        );
+        // A point's place does not depend on the batch it comes in.
+        let tail = new.slice(ndarray::s![25.., ..]);
+        let alone = model.transform(tail, &index.query(tail, 15)?, 11)?;
+        assert_eq!(
+            bits(&alone),
+            bits(&one.slice(ndarray::s![25.., ..]).to_owned())
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn transform_rejects_inputs_that_do_not_fit_the_model() -> TestResult {
+        let (model, new, neighbours, _) = fitted_and_new()?;
+        assert!(matches!(
+            model.transform(new.slice(ndarray::s![.., ..3]), &neighbours, 0),
+            Err(UmapError::DimensionMismatch {
+                expected: 4,
+                got: 3
+            })
+        ));
+        assert!(matches!(
+            model.transform(new.slice(ndarray::s![..10, ..]), &neighbours, 0),
+            Err(UmapError::GraphMismatch {
+                data_points: 10,
+                graph_points: 40
+            })
+        ));
+        let narrow = exact_knn(new.view(), 10)?;
+        assert!(matches!(
+            model.transform(new.view(), &narrow, 0),
+            Err(UmapError::GraphTooSmall {
+                n_neighbors: 15,
+                needed: 15,
+                available: 10
+            })
+        ));
+        // Neighbours among 1,000 points cannot index a map of 200.
+        let wide = random_data(1_000, 4, 1);
+        let elsewhere =
+            KnnIndex::new(wide.view(), &exact_knn(wide.view(), 5)?, 0)?.query(new.view(), 15)?;
+        assert!(matches!(
+            model.transform(new.view(), &elsewhere, 0),
+            Err(UmapError::NeighbourOutOfRange {
+                reference_points: 200,
+                ..
+            })
+        ));
+        let mut bad = new.clone();
+        bad[[5, 2]] = f64::INFINITY;
+        assert!(matches!(
+            model.transform(bad.view(), &neighbours, 0),
+            Err(UmapError::NonFinite { row: 5, column: 2 })
         ));
         Ok(())
     }
