@@ -24,6 +24,8 @@ pub(crate) enum Purpose {
     QuerySeeds = 4,
     /// UMAP's negative samples while placing one new point.
     UmapTransform = 5,
+    /// UMAP's negative samples of one block of points in one epoch of the layout.
+    UmapLayout = 6,
 }
 
 /// SplitMix64's finaliser: a bijection on u64 that spreads every input bit.
