@@ -79,9 +79,9 @@ impl KnnIndex {
             .into_par_iter()
             .map(|mut list| {
                 list.sort_unstable_by(by_distance_then_index);
+                // A pair listed from both ends has one distance (it is symmetric bit for
+                // bit), so its two copies are adjacent after sorting.
                 list.dedup_by_key(|entry| entry.1);
-                // After dedup by index, equal indices were adjacent only if equally far,
-                // which they are (one pair, one distance); re-sort is not needed.
                 list.into_iter().take(max_degree).map(|(_, j)| j).collect()
             })
             .collect();

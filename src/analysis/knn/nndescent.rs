@@ -189,8 +189,9 @@ fn merge(row: &mut [Slot], owner: usize, proposals: &[(f64, usize)]) -> usize {
 /// The approximate `k`-nearest-neighbour graph of the rows of `x` by NN-descent.
 ///
 /// Returns the same [`KnnGraph`] shape as [`super::exact_knn`] (self excluded, rows sorted
-/// by distance then index), with [`KnnMethod::NnDescent`]; on clustered 64-dimensional data
-/// it finds about 99% of the exact neighbours in time roughly linear in n. Bit-identical
+/// by distance then index), with [`KnnMethod::NnDescent`], in time roughly linear in n.
+/// Measured recall at k = 15: 0.9998 on digits, 0.972 on 50,000 x 64 Gaussian blobs (whose
+/// within-blob distances are nearly all alike, the hard case; pynndescent: 0.92). Bit-identical
 /// for the same input, parameters and seed whatever the number of rayon threads. Reports
 /// one progress step per iteration under the stage name `"kNN graph"`.
 ///
