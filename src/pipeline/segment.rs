@@ -219,7 +219,7 @@ pub fn run_segment(
             clustering::bootstrap_stability(
                 x.view(),
                 &partition,
-                |sample, s| clustering::fit_fixed_k(sample, &spec, k, s),
+                |sample, s| clustering::fit_fixed_k(sample, &spec, k, s).map(|f| f.partition),
                 &settings.stability,
                 seed,
                 progress,
