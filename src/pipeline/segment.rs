@@ -267,6 +267,7 @@ pub fn run_segment(
             noise: partition.noise_count(),
             n_customers: n,
             rows_dropped: table.report.rows_dropped.values().sum(),
+            fit_sample: None,
             thresholds: &settings.caveats,
         };
         let (run_caveats, segment_caveats) = narrative::caveats_for(&facts);
