@@ -11,4 +11,6 @@ pub mod maps;
 pub mod profile;
 pub mod progress;
 pub mod separation;
+#[cfg(test)]
+pub(crate) mod test_blobs;
 pub mod validity;

@@ -195,10 +195,7 @@ mod tests {
 
     #[test]
     fn bic_prefers_the_true_number_of_components() {
-        let x = Array2::from_shape_fn((90, 2), |(i, j)| {
-            let centre = [0.0, 8.0, 16.0][i / 30];
-            centre + (((i * 37 + j * 11) % 17) as f64 - 8.0) * 0.1
-        });
+        let x = crate::analysis::test_blobs::gaussian_blobs(&[&[0.0, 0.0], &[8.0, 0.0], &[0.0, 8.0]], 30, 1.0, 5);
         let params = GmmParams::default();
         let bics: Vec<f64> = (1..=4)
             .map(|k| fit_gmm(x.view(), k, &params, 1).expect("gmm").bic)

@@ -87,10 +87,9 @@ mod tests {
 
     #[test]
     fn finds_dense_groups_and_leaves_outliers_as_noise() {
-        let mut x = Array2::from_shape_fn((41, 2), |(i, j)| {
-            let centre = if i < 20 { 0.0 } else { 10.0 };
-            centre + (((i * 7 + j * 3) % 10) as f64) * 0.05
-        });
+        let blobs = crate::analysis::test_blobs::gaussian_blobs(&[&[0.0, 0.0], &[10.0, 10.0]], 20, 0.5, 3);
+        let mut x = Array2::zeros((41, 2));
+        x.slice_mut(ndarray::s![..40, ..]).assign(&blobs);
         x[[40, 0]] = 50.0;
         x[[40, 1]] = -50.0;
         let params = HdbscanParams {

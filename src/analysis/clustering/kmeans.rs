@@ -121,10 +121,11 @@ mod tests {
         assert_ne!(l[0], l[3]);
         assert_ne!(l[0], l[5]);
         assert_eq!(a.partition.sizes(), vec![3, 3, 2]);
-        // inertia by hand: each group's squared deviations from its mean
+        // Inertia by hand: each group's squared deviations from its mean. linfa stops once
+        // centroids move less than the tolerance, a hair from the exact means.
         let expected = 0.04 / 3.0 + 0.005 + 0.08 / 3.0;
         assert!(
-            (a.inertia - expected).abs() < 1e-9,
+            (a.inertia - expected).abs() < 1e-6 * expected,
             "inertia {} vs {}",
             a.inertia,
             expected

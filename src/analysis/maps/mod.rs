@@ -4,3 +4,4 @@
 
 pub mod pca;
 pub mod tsne;
+pub mod umap;

@@ -5,7 +5,8 @@
 //! Both read a sparse contingency table: the non-zero cells only, as sorted pairs of dense
 //! codes, so memory grows with the number of samples, never with `classes × clusters` (two
 //! labelings into thousands of micro-segments stay cheap). Cells are visited in (class,
-//! cluster) order, the order sklearn's sparse table uses, so sums add in the same order.
+//! cluster) order, as in sklearn's sparse table; sklearn's floating sums are pairwise and
+//! ours sequential, which can move the last bit of the mutual information.
 
 use super::ValidityError;
 use super::labels::Codes;
@@ -21,13 +22,13 @@ const MAX_PAIR_COUNT_SAMPLES: usize = (1 << 31) - 1;
 /// also empty or single-sample inputs). Pair counts are exact integers, as sklearn's Python
 /// integers.
 pub fn adjusted_rand_score(a: &[usize], b: &[usize]) -> Result<f64, ValidityError> {
-    let table = Contingency::new(a, b)?;
     if a.len() > MAX_PAIR_COUNT_SAMPLES {
         return Err(ValidityError::TooManySamples {
             n_samples: a.len(),
             max: MAX_PAIR_COUNT_SAMPLES,
         });
     }
+    let table = Contingency::new(a, b)?;
     // sklearn's pair_confusion_matrix: each count is over ordered pairs of distinct samples.
     let n = a.len() as i128;
     let sum_squares: i128 = table
@@ -52,7 +53,7 @@ pub fn adjusted_rand_score(a: &[usize], b: &[usize]) -> Result<f64, ValidityErro
     if false_neg == 0 && fp == 0 {
         return Ok(1.0);
     }
-    // Python: 2.0 * int → float, then float / int → float: two roundings, reproduced here.
+    // Python's `2.0 * int / int` rounds each integer to f64 once, then divides: as here.
     let numerator = (tp * tn - false_neg * fp) as f64 * 2.0;
     let denominator = ((tp + false_neg) * (false_neg + tn) + (tp + fp) * (fp + tn)) as f64;
     Ok(numerator / denominator)
@@ -146,8 +147,9 @@ impl Contingency {
             .map(|cell| {
                 let count = cell.count as f64;
                 let p = count / total;
-                let outer = (self.class_sizes[cell.class] as i64
-                    * self.cluster_sizes[cell.cluster] as i64) as f64;
+                // An exact integer product rounded once, as sklearn's int64 product.
+                let outer = (self.class_sizes[cell.class] as u128
+                    * self.cluster_sizes[cell.cluster] as u128) as f64;
                 let log_outer = -outer.ln() + log_total + log_total;
                 let term = p * (count.ln() - log_total) + p * log_outer;
                 if term.abs() < f64::EPSILON { 0.0 } else { term }

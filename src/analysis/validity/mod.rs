@@ -16,9 +16,9 @@
 //! hold us to that. Where we deliberately differ it is in how, never in what: distances are
 //! computed directly (squares summed feature by feature) rather than through sklearn's
 //! `|x|² − 2x·y + |y|²` expansion, which is more accurate and changes results only in the last
-//! bits; pairwise work runs in row blocks on rayon with memory linear in the number of points,
-//! never an `n × n` matrix; and trustworthiness breaks exact distance ties by the smaller index
-//! (see [`trustworthiness`]), where sklearn's unstable sort leaves them to the CPU.
+//! bits (trustworthiness on exactly tied distances aside, see below); pairwise work runs in row blocks on rayon with memory linear in the number of points,
+//! never an `n × n` matrix; and trustworthiness ranks equally distant points by their index
+//! (see [`trustworthiness`]), where sklearn's unstable sort leaves the order to the CPU.
 //!
 //! Labels are arbitrary `usize` values: like sklearn's `LabelEncoder`, each function first maps
 //! the distinct values, in increasing order, to dense cluster codes.
