@@ -30,7 +30,7 @@ trustworthiness sklearn ``manifold.trustworthiness(X, embedding, n_neighbors=10)
 =============== ==========================================================================
 
 Usage: ``peers.py --stage S --data X.csv --out OUT.csv [--k K] [--labels L.csv]
-[--embedding E.csv] [--seed 42] [--threads 2]``.
+[--embedding E.csv] [--seed 42] [--threads 2] [--blas-threads N]``.
 """
 
 import argparse
@@ -53,13 +53,19 @@ def parse_args():
     ap.add_argument("--embedding", help="n x 2 embedding for the trustworthiness stage")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--blas-threads", type=int,
+                    help="BLAS pool size (default: --threads); numpy and scipy each have "
+                         "their own OpenBLAS pool, which can contend (see bench/README.md)")
     return ap.parse_args()
 
 
 ARGS = parse_args()
+BLAS_THREADS = ARGS.blas_threads or ARGS.threads
 # Thread pools read these when the libraries are imported, so set them first.
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
+for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = str(BLAS_THREADS)
 
 import numpy as np  # noqa: E402
 
@@ -130,7 +136,8 @@ def main():
 
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=ARGS.threads):
+    with threadpool_limits(limits=ARGS.threads, user_api="openmp"), \
+            threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
         extra = {}
         if stage == "kmeans":
             from sklearn.cluster import KMeans

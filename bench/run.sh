@@ -5,7 +5,7 @@
 #
 # Usage: bash bench/run.sh [--quick] [--datasets iris,digits,blobs50k]
 #          [--stages kmeans,gmm,hdbscan,pca,umap,umap-unseeded,tsne,silhouette,trustworthiness]
-#          [--timeout 600] [--repeat N] [--threads 2] [--seed 42]
+#          [--timeout 600] [--repeat N] [--threads 2] [--peer-blas-threads N] [--seed 42]
 #          [--venv DIR] [--work-dir DIR] [--no-build]
 # Environment: SEGSCOPE_BENCH_VENV, SEGSCOPE_BENCH_DIR (defaults of --venv / --work-dir),
 #              CARGO_TARGET_DIR (default /var/tmp/segscope-target).
@@ -21,6 +21,7 @@ STAGES=$ALL_STAGES
 TIMEOUT=600
 REPEAT=
 THREADS=2
+PEER_BLAS_THREADS=
 SEED=42
 BUILD=1
 QUICK=0
@@ -40,6 +41,7 @@ while [[ $# -gt 0 ]]; do
     --timeout) TIMEOUT=${2:?}; shift 2 ;;
     --repeat) REPEAT=${2:?}; shift 2 ;;
     --threads) THREADS=${2:?}; shift 2 ;;
+    --peer-blas-threads) PEER_BLAS_THREADS=${2:?}; shift 2 ;;
     --seed) SEED=${2:?}; shift 2 ;;
     --venv) VENV=${2:?}; shift 2 ;;
     --work-dir) WORK=${2:?}; shift 2 ;;
@@ -134,7 +136,11 @@ for d in ${DATASETS//,/ }; do
           trustworthiness) args+=(--embedding "$WORK/$d.pca2.csv") ;;
           *) args+=(--out "$out") ;;
         esac
-        if [[ $side == segscope ]]; then cmd=("$BIN" "${args[@]}"); else cmd=("$PY" "$REPO/bench/peers.py" "${args[@]}"); fi
+        if [[ $side == segscope ]]; then
+          cmd=("$BIN" "${args[@]}")
+        else
+          cmd=("$PY" "$REPO/bench/peers.py" "${args[@]}" ${PEER_BLAS_THREADS:+--blas-threads "$PEER_BLAS_THREADS"})
+        fi
         load1=$(cut -d' ' -f1 /proc/loadavg)
         rc=$(run_measured "$p" "${cmd[@]}")
         "$PY" "$REPO/bench/score.py" record --dataset "$d" --stage "$s" --side "$side" \
@@ -160,7 +166,7 @@ PY
   echo "run $RUN_ID: data sets $DATASETS; stages $STAGES; $(($(date +%s) - START)) s in all"
   echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
   echo "segscope $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml || echo '+changes'), release build; peers: $versions; Python $("$PY" -c 'import platform; print(platform.python_version())')"
-  echo "threads: $THREADS on both sides (rayon pool; OMP/OpenBLAS/numba pools; openTSNE and hdbscan n_jobs); seed $SEED; timeout $TIMEOUT s per stage; $REPEAT run(s) per stage and side, median seconds shown (min–max in brackets)"
+  echo "threads: $THREADS on both sides (rayon pool; OMP/OpenBLAS/numba pools; openTSNE and hdbscan n_jobs)${PEER_BLAS_THREADS:+, except the peer BLAS pools: $PEER_BLAS_THREADS}; seed $SEED; timeout $TIMEOUT s per stage; $REPEAT run(s) per stage and side, median seconds shown (min–max in brackets)"
   echo "seconds: the computation only (no data loading, no imports, no output writing), timed inside each process; peak MiB: maximum resident set of the stage's process ($([[ -n $TIME_BIN ]] && echo '/usr/bin/time %M' || echo 'getrusage(RUSAGE_CHILDREN)')), interpreter and libraries included"
   echo "ratio = peer s / segscope s: above 1 segscope is faster"
   echo "umap-learn: timed after a numba JIT warm-up on 300 random points in the same process (warm-up excluded, see notes); seeded umap-learn optimises on one thread, umap-unseeded is its parallel mode (segscope's figures there are the umap row's)"

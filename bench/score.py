@@ -314,7 +314,7 @@ def cmd_table(a):
             ratio = f"{p_med / o_med:.2f}" if o_med and p_med else "—"
             rows.append([d, s, o_txt + ours_label, p_txt, ratio, fmt_rss(ours), fmt_rss(peer),
                          quality_label(s), fmt_q(ours), fmt_q(peer)])
-            for r in ours + peer:
+            for r in (peer if ours_label else ours + peer):
                 ex = r.get("extra") or {}
                 if r.get("rep") != 1 or r["status"] != "ok":
                     continue

@@ -26,12 +26,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, CowArray};
 use serde_json::{Value, json};
 
 use segscope::analysis::clustering::{
-    GmmParams, HdbscanParams, KmeansParams, gmm::fit_gmm, hdbscan::fit_hdbscan,
-    kmeans::fit_kmeans,
+    GmmParams, HdbscanParams, KmeansParams, gmm::fit_gmm, hdbscan::fit_hdbscan, kmeans::fit_kmeans,
 };
 use segscope::analysis::knn::exact_knn;
 use segscope::analysis::maps::pca::fit_pca;
@@ -106,17 +105,35 @@ struct Args {
 /// What a stage needs besides the data, checked before anything is read or timed.
 enum Job {
     /// Writes labels to the path.
-    Kmeans { k: usize, out: PathBuf },
-    Gmm { k: usize, out: PathBuf },
-    Hdbscan { out: PathBuf },
+    Kmeans {
+        k: usize,
+        out: PathBuf,
+    },
+    Gmm {
+        k: usize,
+        out: PathBuf,
+    },
+    Hdbscan {
+        out: PathBuf,
+    },
     /// Writes an embedding to the path.
-    Pca { out: PathBuf },
-    Umap { out: PathBuf },
-    Tsne { out: PathBuf },
+    Pca {
+        out: PathBuf,
+    },
+    Umap {
+        out: PathBuf,
+    },
+    Tsne {
+        out: PathBuf,
+    },
     /// Reads labels from the path.
-    Silhouette { labels: PathBuf },
+    Silhouette {
+        labels: PathBuf,
+    },
     /// Reads an embedding from the path.
-    Trustworthiness { embedding: PathBuf },
+    Trustworthiness {
+        embedding: PathBuf,
+    },
 }
 
 impl Job {
@@ -132,8 +149,14 @@ impl Job {
             None => bail!("--k is required for {:?}", args.stage),
         };
         Ok(match args.stage {
-            Stage::Kmeans => Job::Kmeans { k: k()?, out: out()? },
-            Stage::Gmm => Job::Gmm { k: k()?, out: out()? },
+            Stage::Kmeans => Job::Kmeans {
+                k: k()?,
+                out: out()?,
+            },
+            Stage::Gmm => Job::Gmm {
+                k: k()?,
+                out: out()?,
+            },
             Stage::Hdbscan => Job::Hdbscan { out: out()? },
             Stage::Pca => Job::Pca { out: out()? },
             Stage::Umap => Job::Umap { out: out()? },
@@ -254,14 +277,12 @@ fn run_stage(x: ArrayView2<f64>, job: Job, seed: u64) -> Result<Outcome> {
                 min_samples: HDBSCAN_MIN_CLUSTER_SIZE,
             };
             let start = Instant::now();
-            let reduced;
             let input = if x.ncols() > HDBSCAN_DIMS {
-                reduced = fit_pca(x, HDBSCAN_DIMS)?.transform(x);
-                reduced.view()
+                CowArray::from(fit_pca(x, HDBSCAN_DIMS)?.transform(x))
             } else {
-                x
+                CowArray::from(x)
             };
-            let partition = fit_hdbscan(input, &params)?;
+            let partition = fit_hdbscan(input.view(), &params)?;
             let seconds = start.elapsed().as_secs_f64();
             let mut extra = cluster_extra(&partition);
             extra["input_dims"] = json!(input.ncols());
@@ -357,9 +378,8 @@ fn cluster_extra(partition: &Partition) -> Value {
 }
 
 fn write_labels(path: &Path, labels: &[i64]) -> Result<()> {
-    let mut w = BufWriter::new(
-        File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    );
+    let mut w =
+        BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
     writeln!(w, "label")?;
     for l in labels {
         writeln!(w, "{l}")?;
@@ -372,9 +392,8 @@ fn write_embedding(path: &Path, embedding: ArrayView2<f64>) -> Result<()> {
     if embedding.ncols() != 2 {
         bail!("expected a 2-column embedding, got {}", embedding.ncols());
     }
-    let mut w = BufWriter::new(
-        File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    );
+    let mut w =
+        BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
     writeln!(w, "x,y")?;
     for row in embedding.rows() {
         // `{:?}` prints the shortest text that parses back to the same f64.
@@ -401,7 +420,11 @@ fn read_numbers(path: &Path, columns: usize, rows: usize) -> Result<Vec<f64>> {
         }
         for field in record.iter() {
             values.push(field.trim().parse::<f64>().with_context(|| {
-                format!("{}: record {}: '{field}' is not a number", path.display(), i + 1)
+                format!(
+                    "{}: record {}: '{field}' is not a number",
+                    path.display(),
+                    i + 1
+                )
             })?);
         }
     }
@@ -422,7 +445,10 @@ fn read_labels(path: &Path, rows: usize) -> Result<Vec<usize>> {
             if v >= 0.0 && v.fract() == 0.0 {
                 Ok(v as usize)
             } else {
-                bail!("{}: label {v} is not a non-negative integer", path.display())
+                bail!(
+                    "{}: label {v} is not a non-negative integer",
+                    path.display()
+                )
             }
         })
         .collect()
