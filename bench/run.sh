@@ -8,7 +8,8 @@
 #          [--timeout 600] [--repeat N] [--threads 2] [--peer-blas-threads N] [--seed 42]
 #          [--venv DIR] [--work-dir DIR] [--no-build]
 # Environment: SEGSCOPE_BENCH_VENV, SEGSCOPE_BENCH_DIR (defaults of --venv / --work-dir),
-#              CARGO_TARGET_DIR (default /var/tmp/segscope-target).
+#              CARGO_TARGET_DIR (default /var/tmp/segscope-target),
+#              SEGSCOPE_BENCH_RSS=rusage (peak RSS by getrusage even where /usr/bin/time exists).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,7 +47,7 @@ while [[ $# -gt 0 ]]; do
     --venv) VENV=${2:?}; shift 2 ;;
     --work-dir) WORK=${2:?}; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (try --help)" ;;
   esac
 done
@@ -96,8 +97,12 @@ RUN=$WORK/runs/$RUN_ID
 mkdir -p "$RUN"
 RESULTS=$RUN/results.jsonl
 : > "$RESULTS"
+# Peak RSS: GNU time where present (nothing is installed for it), else getrusage through
+# score.py measure; SEGSCOPE_BENCH_RSS=rusage forces the fallback.
 TIME_BIN=
-[[ -x /usr/bin/time ]] && /usr/bin/time -f %M true 2>/dev/null && TIME_BIN=/usr/bin/time
+if [[ ${SEGSCOPE_BENCH_RSS:-} != rusage && -x /usr/bin/time ]] && /usr/bin/time -f %M true 2>/dev/null; then
+  TIME_BIN=/usr/bin/time
+fi
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS \
        NUMBA_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
 
@@ -167,7 +172,7 @@ PY
   echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
   echo "segscope $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml || echo '+changes'), release build; peers: $versions; Python $("$PY" -c 'import platform; print(platform.python_version())')"
   echo "threads: $THREADS on both sides (rayon pool; OMP/OpenBLAS/numba pools; openTSNE and hdbscan n_jobs)${PEER_BLAS_THREADS:+, except the peer BLAS pools: $PEER_BLAS_THREADS}; seed $SEED; timeout $TIMEOUT s per stage; $REPEAT run(s) per stage and side, median seconds shown (min–max in brackets)"
-  echo "seconds: the computation only (no data loading, no imports, no output writing), timed inside each process; peak MiB: maximum resident set of the stage's process ($([[ -n $TIME_BIN ]] && echo '/usr/bin/time %M' || echo 'getrusage(RUSAGE_CHILDREN)')), interpreter and libraries included"
+  echo "seconds: the computation only (no data loading, no imports, no output writing), timed inside each process; peak MiB: maximum resident set of the stage's process ($([[ -n $TIME_BIN ]] && echo '/usr/bin/time %M' || echo 'wait4 rusage of a posix_spawn child, floor about 13 MiB')), interpreter and libraries included"
   echo "ratio = peer s / segscope s: above 1 segscope is faster"
   echo "umap-learn: timed after a numba JIT warm-up on 300 random points in the same process (warm-up excluded, see notes); seeded umap-learn optimises on one thread, umap-unseeded is its parallel mode (segscope's figures there are the umap row's)"
   echo "quality: ARI against the true classes (kmeans, gmm, hdbscan; noise counts as one group); trustworthiness k=10 of each side's map by ONE function in score.py (pca, umap, tsne); the computed value (silhouette on fixed sklearn k-means labels, trustworthiness of a fixed sklearn PCA map)"
