@@ -282,7 +282,7 @@ fn run_stage(x: ArrayView2<f64>, job: Job, seed: u64) -> Result<Outcome> {
             } else {
                 CowArray::from(x)
             };
-            let partition = fit_hdbscan(input.view(), &params)?;
+            let (partition, _model) = fit_hdbscan(input.view(), &params)?;
             let seconds = start.elapsed().as_secs_f64();
             let mut extra = cluster_extra(&partition);
             extra["input_dims"] = json!(input.ncols());
