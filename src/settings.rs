@@ -24,6 +24,8 @@ pub struct Settings {
     pub input: InputSettings,
     /// Method, k, scaling and maps.
     pub segment: SegmentSettings,
+    /// When and how large runs fit on a sample.
+    pub sampling: SamplingSettings,
     /// k-means.
     pub kmeans: KmeansParams,
     /// Gaussian mixtures.
@@ -130,6 +132,16 @@ pub struct SegmentSettings {
     pub maps: Vec<MapMethod>,
 }
 
+/// When and how large runs fit on a sample (documented in `config/default.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingSettings {
+    /// Above this many customers, fit on a sample.
+    pub fit_above: usize,
+    /// Size of that sample.
+    pub fit_sample: usize,
+}
+
 /// UMAP settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +246,12 @@ impl Settings {
             return bad(format!(
                 "segment.k_min = {}, segment.k_max = {}: need 2 <= k_min <= k_max",
                 self.segment.k_min, self.segment.k_max
+            ));
+        }
+        if self.sampling.fit_sample < 100 || self.sampling.fit_sample > self.sampling.fit_above {
+            return bad(format!(
+                "sampling.fit_sample = {}, sampling.fit_above = {}: need 100 <= fit_sample <= fit_above",
+                self.sampling.fit_sample, self.sampling.fit_above
             ));
         }
         if self.segment.maps.is_empty() {

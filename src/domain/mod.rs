@@ -20,14 +20,23 @@ impl Partition {
     pub fn from_raw<L: Copy + Eq + std::hash::Hash>(
         raw: impl IntoIterator<Item = Option<L>>,
     ) -> Self {
+        Self::from_raw_with_order(raw).0
+    }
+
+    /// As [`Partition::from_raw`], also returning the raw label of each new segment
+    /// (`order[s]` is the raw label renumbered to `s`), so that per-cluster model parameters
+    /// (centroids, mixture components) can be put in the partition's order.
+    pub fn from_raw_with_order<L: Copy + Eq + std::hash::Hash>(
+        raw: impl IntoIterator<Item = Option<L>>,
+    ) -> (Self, Vec<L>) {
         let raw: Vec<Option<L>> = raw.into_iter().collect();
-        let mut order: Vec<L> = Vec::new();
+        let mut first_seen: Vec<L> = Vec::new();
         let mut counts: std::collections::HashMap<L, (usize, usize)> = Default::default();
         for label in raw.iter().flatten() {
-            let next = order.len();
-            let entry = counts.entry(*label).or_insert_with(|| (0, next));
+            let next = first_seen.len();
+            let entry = counts.entry(*label).or_insert((0, next));
             if entry.1 == next {
-                order.push(*label);
+                first_seen.push(*label);
             }
             entry.0 += 1;
         }
@@ -45,10 +54,14 @@ impl Partition {
             .iter()
             .map(|l| l.and_then(|l| index.get(&l).copied()))
             .collect();
-        Partition {
-            labels,
-            k: ranked.len(),
-        }
+        let order = ranked.iter().map(|(label, _, _)| *label).collect();
+        (
+            Partition {
+                labels,
+                k: ranked.len(),
+            },
+            order,
+        )
     }
 
     /// Number of segments (noise is not a segment).

@@ -42,6 +42,8 @@ pub struct CaveatFacts<'a> {
     pub n_customers: usize,
     /// Input rows dropped before the analysis.
     pub rows_dropped: usize,
+    /// Size of the sample segments and maps were fitted on, when the run sampled.
+    pub fit_sample: Option<usize>,
     /// Thresholds.
     pub thresholds: &'a CaveatThresholds,
 }
@@ -113,6 +115,17 @@ pub fn caveats_for(facts: &CaveatFacts<'_>) -> (Vec<Caveat>, Vec<Vec<Caveat>>) {
                  an empty segment, not as a segment of their own.",
                 facts.noise,
                 figure(facts.noise as f64 * 100.0 / facts.n_customers as f64)
+            ),
+        ));
+    }
+    if let Some(sample) = facts.fit_sample {
+        run.push(caveat(
+            CaveatKind::Sampled,
+            format!(
+                "Segments and the UMAP and t-SNE maps were fitted on a random sample of {sample} of the {} customers; \
+                 everyone else was placed with the fitted model. Silhouette, stability and map trustworthiness were \
+                 measured on that sample; PCA, segment sizes and profiles cover everyone.",
+                facts.n_customers
             ),
         ));
     }
@@ -246,6 +259,7 @@ mod tests {
             noise: 0,
             n_customers: 1012,
             rows_dropped: 3,
+            fit_sample: None,
             thresholds: &t,
         };
         let (run, per_segment) = caveats_for(&facts);

@@ -38,6 +38,8 @@ pub enum CaveatKind {
     Noise,
     /// Input rows were dropped.
     DroppedRows,
+    /// Segments and maps were fitted on a sample and the other customers placed by the model.
+    Sampled,
 }
 
 /// A caveat: a kind and a sentence that states it with its figure.

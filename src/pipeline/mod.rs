@@ -5,6 +5,7 @@
 //! stays in [`crate::analysis`], the words in [`crate::narrative`], the file formats in
 //! [`crate::report`].
 
+pub mod fit_sample;
 pub mod segment;
 
 pub use segment::{PipelineError, SegmentRequest, SegmentRun, run_segment};

@@ -219,7 +219,7 @@ pub fn run_segment(
             clustering::bootstrap_stability(
                 x.view(),
                 &partition,
-                |sample, s| clustering::fit_fixed_k(sample, &spec, k, s),
+                |sample, s| clustering::fit_fixed_k(sample, &spec, k, s).map(|f| f.partition),
                 &settings.stability,
                 seed,
                 progress,
@@ -267,6 +267,7 @@ pub fn run_segment(
             noise: partition.noise_count(),
             n_customers: n,
             rows_dropped: table.report.rows_dropped.values().sum(),
+            fit_sample: None,
             thresholds: &settings.caveats,
         };
         let (run_caveats, segment_caveats) = narrative::caveats_for(&facts);
@@ -531,6 +532,17 @@ fn measure(
     Ok((quality, summaries, facts))
 }
 
+/// Customers drawn in the report's maps: all, or a seeded subset of `MAX_PLOTTED` in file order.
+fn plotted_rows(n: usize, seed: u64) -> Vec<usize> {
+    if n <= html::MAX_PLOTTED {
+        return (0..n).collect();
+    }
+    let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(seed);
+    let mut rows = rand::seq::index::sample(&mut rng, n, html::MAX_PLOTTED).into_vec();
+    rows.sort_unstable();
+    rows
+}
+
 /// Label of each row as an index into the distinct labels, in order of first appearance.
 fn label_indices(labels: &[String]) -> (Vec<usize>, Vec<String>) {
     let mut names: Vec<String> = Vec::new();
@@ -573,8 +585,36 @@ fn write_outputs(
         &coords,
         document.method == Method::Hdbscan,
     )?;
-    let page = html::render_report(document, ids, labels, partition, &coords)?;
+    let plotted = plotted_rows(ids.len(), document.seed);
+    let page = html::render_report(document, ids, labels, partition, &coords, &plotted)?;
     write_atomically(dir, "segments.json", &json)?;
     write_atomically(dir, "assignments.csv", &csv)?;
     write_atomically(dir, "report.html", page.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_runs_plot_a_seeded_sorted_subset() {
+        assert_eq!(plotted_rows(5, 1), vec![0, 1, 2, 3, 4]);
+        let a = plotted_rows(html::MAX_PLOTTED + 10_000, 7);
+        assert_eq!(a.len(), html::MAX_PLOTTED);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(a, plotted_rows(html::MAX_PLOTTED + 10_000, 7));
+        assert_ne!(a, plotted_rows(html::MAX_PLOTTED + 10_000, 8));
+    }
+
+    #[test]
+    fn labels_index_in_order_of_first_appearance() {
+        let labels: Vec<String> = ["b", "a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            label_indices(&labels),
+            (
+                vec![0, 1, 0, 2],
+                vec!["b".to_string(), "a".to_string(), "c".to_string()]
+            )
+        );
+    }
 }

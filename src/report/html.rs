@@ -16,6 +16,10 @@ use crate::narrative::reading;
 
 const TEMPLATE: &str = include_str!("../../templates/report.html.tera");
 
+/// Most points drawn per map: beyond this a canvas scatter stops being readable and the
+/// file stops being mailable, so a seeded random subset is drawn and the page says so.
+pub const MAX_PLOTTED: usize = 50_000;
+
 /// Points of one map, as the page's script reads them.
 #[derive(Serialize)]
 struct MapPoints<'a> {
@@ -28,11 +32,11 @@ struct MapPoints<'a> {
 /// Everything the page's script needs.
 #[derive(Serialize)]
 struct PlotData<'a> {
-    ids: &'a [String],
+    ids: Vec<&'a str>,
     /// Segment id from 1; 0 for noise.
     segment: Vec<usize>,
     segment_names: Vec<&'a str>,
-    labels: Option<&'a [String]>,
+    labels: Option<Vec<&'a str>>,
     maps: Vec<MapPoints<'a>>,
 }
 
@@ -47,30 +51,31 @@ struct Readings {
     separation: Vec<String>,
 }
 
-/// Renders the briefing.
+/// Renders the briefing. `plotted` lists the customers drawn in the maps (all of them,
+/// or a seeded subset of at most [`MAX_PLOTTED`]).
 pub fn render_report(
     doc: &SegmentsDocument,
     ids: &[String],
     labels: Option<&[String]>,
     partition: &Partition,
     maps: &[(MapMethod, &Array2<f64>)],
+    plotted: &[usize],
 ) -> Result<String, ReportError> {
     let data = PlotData {
-        ids,
-        segment: partition
-            .labels()
+        ids: plotted.iter().map(|&i| ids[i].as_str()).collect(),
+        segment: plotted
             .iter()
-            .map(|l| l.map(|s| s + 1).unwrap_or(0))
+            .map(|&i| partition.labels()[i].map(|s| s + 1).unwrap_or(0))
             .collect(),
         segment_names: doc.segments.iter().map(|s| s.name.as_str()).collect(),
-        labels,
+        labels: labels.map(|labels| plotted.iter().map(|&i| labels[i].as_str()).collect()),
         maps: maps
             .iter()
             .map(|(m, coords)| MapPoints {
                 key: m.key(),
                 title: m.display_name(),
-                x: coords.column(0).iter().map(|v| *v as f32).collect(),
-                y: coords.column(1).iter().map(|v| *v as f32).collect(),
+                x: plotted.iter().map(|&i| coords[[i, 0]] as f32).collect(),
+                y: plotted.iter().map(|&i| coords[[i, 1]] as f32).collect(),
             })
             .collect(),
     };
@@ -115,6 +120,7 @@ pub fn render_report(
     context.insert("readings", &readings);
     context.insert("plot_json", &json);
     context.insert("has_labels", &labels.is_some());
+    context.insert("plotted", &plotted.len());
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec!["report.html"]);
     tera.add_raw_template("report.html", TEMPLATE)

@@ -11,12 +11,12 @@
 use linfa::DatasetBase;
 use linfa::traits::Fit;
 use linfa_clustering::{GaussianMixtureModel, GmmInitMethod};
-use linfa_linalg::cholesky::CholeskyInplace;
-use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::ArrayView2;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
 use serde::{Deserialize, Serialize};
 
+use super::model::{MixtureComponents, SegmentModel};
 use super::{ClusteringError, distinct_rows};
 use crate::domain::Partition;
 
@@ -54,6 +54,8 @@ pub struct GmmFit {
     pub log_likelihood: f64,
     /// Bayesian information criterion: `-2 log L + p ln n` (lower is better).
     pub bic: f64,
+    /// The components, in the partition's order, to assign other customers.
+    pub model: SegmentModel,
 }
 
 /// Fits a `k`-component mixture.
@@ -69,7 +71,7 @@ pub fn fit_gmm(
     }
     let (n, d) = x.dim();
     let dataset = DatasetBase::from(x.to_owned());
-    let mut best: Option<(f64, Vec<usize>)> = None;
+    let mut best: Option<(f64, Vec<usize>, MixtureComponents)> = None;
     let mut last_error = String::from("no restart ran");
     for restart in 0..params.n_init.max(1) {
         let rng = Xoshiro256Plus::seed_from_u64(seed.wrapping_add(restart as u64));
@@ -93,78 +95,44 @@ pub fn fit_gmm(
                 continue;
             }
         };
-        match score(
-            x,
+        let scored = MixtureComponents::new(
             model.weights().view(),
             model.means().view(),
             model.covariances(),
-        ) {
-            Ok((log_likelihood, labels)) => {
-                if best.as_ref().is_none_or(|(b, _)| log_likelihood > *b) {
-                    best = Some((log_likelihood, labels));
+        )
+        .and_then(|mixture| score(x, &mixture).map(|(ll, labels)| (ll, labels, mixture)));
+        match scored {
+            Ok((log_likelihood, labels, mixture)) => {
+                if best.as_ref().is_none_or(|(b, _, _)| log_likelihood > *b) {
+                    best = Some((log_likelihood, labels, mixture));
                 }
             }
             Err(message) => last_error = message,
         }
     }
-    let (log_likelihood, labels) = best.ok_or(ClusteringError::Gmm {
+    let (log_likelihood, labels, mixture) = best.ok_or(ClusteringError::Gmm {
         k,
         message: last_error,
     })?;
     let n_params = (k * d + k * d * (d + 1) / 2 + k - 1) as f64;
     let bic = -2.0 * log_likelihood + n_params * (n as f64).ln();
+    let (partition, order) = Partition::from_raw_with_order(labels.into_iter().map(Some));
     Ok(GmmFit {
-        partition: Partition::from_raw(labels.into_iter().map(Some)),
+        partition,
         log_likelihood,
         bic,
+        model: SegmentModel::Mixture(mixture.reordered(&order)),
     })
 }
 
 /// Total log-likelihood and the most probable component of each row.
-fn score(
-    x: ArrayView2<f64>,
-    weights: ArrayView1<f64>,
-    means: ArrayView2<f64>,
-    covariances: &ndarray::Array3<f64>,
-) -> Result<(f64, Vec<usize>), String> {
-    let d = x.ncols();
-    let mut factors: Vec<(Array2<f64>, f64)> = Vec::with_capacity(weights.len());
-    for cov in covariances.axis_iter(Axis(0)) {
-        let l = cov
-            .to_owned()
-            .cholesky_into()
-            .map_err(|e| format!("covariance not positive definite: {e}"))?;
-        let log_det: f64 = 2.0 * l.diag().iter().map(|v| v.ln()).sum::<f64>();
-        factors.push((l, log_det));
-    }
-    let log_norm = d as f64 * (2.0 * std::f64::consts::PI).ln();
+fn score(x: ArrayView2<f64>, mixture: &MixtureComponents) -> Result<(f64, Vec<usize>), String> {
     let mut total = 0.0;
     let mut labels = Vec::with_capacity(x.nrows());
-    let mut z = vec![0.0; d];
-    let mut per_component = vec![0.0; weights.len()];
     for row in x.rows() {
-        for (c, (l, log_det)) in factors.iter().enumerate() {
-            // Solve L z = (x - mean) by forward substitution; |z|^2 is the Mahalanobis term.
-            for i in 0..d {
-                let mut s = row[i] - means[[c, i]];
-                for j in 0..i {
-                    s -= l[[i, j]] * z[j];
-                }
-                z[i] = s / l[[i, i]];
-            }
-            let mahalanobis: f64 = z.iter().map(|v| v * v).sum();
-            per_component[c] = weights[c].ln() - 0.5 * (log_norm + log_det + mahalanobis);
-        }
-        let (arg, max) =
-            per_component
-                .iter()
-                .enumerate()
-                .fold((0, f64::NEG_INFINITY), |(ba, bm), (i, &v)| {
-                    if v > bm { (i, v) } else { (ba, bm) }
-                });
-        let sum: f64 = per_component.iter().map(|v| (v - max).exp()).sum();
-        total += max + sum.ln();
-        labels.push(arg);
+        let (component, log_likelihood) = mixture.most_probable(row);
+        total += log_likelihood;
+        labels.push(component);
     }
     if !total.is_finite() {
         return Err("log-likelihood is not finite".into());
@@ -175,24 +143,6 @@ fn score(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array3, array};
-
-    #[test]
-    fn log_likelihood_of_a_single_standard_normal() {
-        // One component N(0, I) in 2D: log p(x) = -ln(2 pi) - |x|^2 / 2.
-        let x = array![[0.0, 0.0], [1.0, 2.0]];
-        let cov = Array3::from_shape_fn((1, 2, 2), |(_, i, j)| if i == j { 1.0 } else { 0.0 });
-        let (ll, labels) = score(
-            x.view(),
-            array![1.0].view(),
-            array![[0.0, 0.0]].view(),
-            &cov,
-        )
-        .expect("score");
-        let expected = -2.0 * (2.0 * std::f64::consts::PI).ln() - 2.5;
-        assert!((ll - expected).abs() < 1e-12);
-        assert_eq!(labels, vec![0, 0]);
-    }
 
     #[test]
     fn bic_prefers_the_true_number_of_components() {

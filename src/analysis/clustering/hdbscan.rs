@@ -10,6 +10,7 @@ use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use super::ClusteringError;
+use super::model::SegmentModel;
 use crate::domain::Partition;
 
 /// HDBSCAN settings.
@@ -34,11 +35,12 @@ impl HdbscanParams {
     }
 }
 
-/// Runs HDBSCAN; noise customers get `None`.
+/// Runs HDBSCAN; noise customers get `None`. The model assigns others the segment of
+/// their nearest fitted customer.
 pub fn fit_hdbscan(
     x: ArrayView2<f64>,
     params: &HdbscanParams,
-) -> Result<Partition, ClusteringError> {
+) -> Result<(Partition, SegmentModel), ClusteringError> {
     let n = x.nrows();
     let min_cluster_size = params.effective_min_cluster_size(n);
     let min_samples = if params.min_samples > 0 {
@@ -69,7 +71,11 @@ pub fn fit_hdbscan(
             min_cluster_size,
         });
     }
-    Ok(partition)
+    let model = SegmentModel::NearestFitted {
+        points: x.to_owned(),
+        labels: partition.labels().to_vec(),
+    };
+    Ok((partition, model))
 }
 
 #[cfg(test)]
@@ -89,7 +95,7 @@ mod tests {
             min_cluster_size: 5,
             min_samples: 5,
         };
-        let p = fit_hdbscan(x.view(), &params).expect("hdbscan");
+        let (p, _) = fit_hdbscan(x.view(), &params).expect("hdbscan");
         assert_eq!(p.k(), 2);
         assert_eq!(p.labels()[40], None);
         assert_eq!(p.noise_count(), 1);

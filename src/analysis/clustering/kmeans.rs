@@ -9,11 +9,12 @@ use linfa::DatasetBase;
 use linfa::traits::{Fit, Predict};
 use linfa_clustering::{KMeans, KMeansInit};
 use linfa_nn::distance::L2Dist;
-use ndarray::{Array2, ArrayView2};
+use ndarray::ArrayView2;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
 use serde::{Deserialize, Serialize};
 
+use super::model::SegmentModel;
 use super::{ClusteringError, distinct_rows};
 use crate::domain::Partition;
 
@@ -46,8 +47,8 @@ pub struct KmeansFit {
     pub partition: Partition,
     /// Sum of squared distances to the nearest centroid, as scikit-learn's `inertia_`.
     pub inertia: f64,
-    /// Centroids in linfa's order (not the partition's).
-    pub centroids: Array2<f64>,
+    /// The centroids, in the partition's order, to assign other customers.
+    pub model: SegmentModel,
 }
 
 /// Fits k-means with `k` segments.
@@ -86,10 +87,12 @@ pub fn fit_kmeans(
                 .sum::<f64>()
         })
         .sum();
+    let (partition, order) = Partition::from_raw_with_order(labels.iter().map(|&l| Some(l)));
+    let model = SegmentModel::Centroids(centroids.select(ndarray::Axis(0), &order));
     Ok(KmeansFit {
-        partition: Partition::from_raw(labels.iter().map(|&l| Some(l))),
+        partition,
         inertia,
-        centroids,
+        model,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod gmm;
 pub mod hdbscan;
 pub mod kmeans;
+pub mod model;
 pub mod selection;
 pub mod stability;
 
@@ -20,6 +21,7 @@ use crate::domain::{Method, Partition};
 pub use gmm::GmmParams;
 pub use hdbscan::HdbscanParams;
 pub use kmeans::KmeansParams;
+pub use model::SegmentModel;
 pub use selection::{KCandidate, KSelection};
 pub use stability::{Stability, StabilityParams, bootstrap_stability};
 
@@ -53,11 +55,22 @@ pub struct ClusterSpec {
     pub hdbscan: HdbscanParams,
 }
 
+/// A fitted clustering: segments of the fitted customers and the model that assigns others.
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    /// Segment of each fitted customer; `None` is HDBSCAN noise.
+    pub partition: Partition,
+    /// Assigns customers the fit did not see, segments in the partition's order.
+    pub model: SegmentModel,
+}
+
 /// The segments found, and how k was chosen when it was.
 #[derive(Debug, Clone)]
 pub struct Clustering {
     /// Segment of each customer; `None` is HDBSCAN noise.
     pub partition: Partition,
+    /// Assigns customers the fit did not see.
+    pub model: SegmentModel,
     /// Scores of every k tried and the rule that chose one, for `--k auto`.
     pub selection: Option<KSelection>,
 }
@@ -115,33 +128,27 @@ pub fn segment(
     seed: u64,
     progress: &dyn Progress,
 ) -> Result<Clustering, ClusteringError> {
-    match (spec.method, spec.k) {
-        (Method::Hdbscan, _) => {
-            progress.start("HDBSCAN", 0);
-            let partition = hdbscan::fit_hdbscan(x, &spec.hdbscan)?;
-            progress.finish();
-            Ok(Clustering {
-                partition,
-                selection: None,
-            })
-        }
-        (_, KChoice::Fixed(k)) => {
+    let (fitted, selection) = match (spec.method, spec.k) {
+        (Method::Hdbscan, _) | (_, KChoice::Fixed(_)) => {
+            let k = match spec.k {
+                KChoice::Fixed(k) => k,
+                KChoice::Auto { .. } => 0,
+            };
             progress.start(method_stage(spec.method), 0);
-            let partition = fit_fixed_k(x, spec, k, seed)?;
+            let fitted = fit_fixed_k(x, spec, k, seed)?;
             progress.finish();
-            Ok(Clustering {
-                partition,
-                selection: None,
-            })
+            (fitted, None)
         }
         (_, KChoice::Auto { min, max }) => {
-            let (partition, selection) = selection::choose_k(x, spec, min, max, seed, progress)?;
-            Ok(Clustering {
-                partition,
-                selection: Some(selection),
-            })
+            let (fitted, selection) = selection::choose_k(x, spec, min, max, seed, progress)?;
+            (fitted, Some(selection))
         }
-    }
+    };
+    Ok(Clustering {
+        partition: fitted.partition,
+        model: fitted.model,
+        selection,
+    })
 }
 
 /// Fits the spec's method with a given k (HDBSCAN ignores k): what resampling refits use.
@@ -150,11 +157,26 @@ pub fn fit_fixed_k(
     spec: &ClusterSpec,
     k: usize,
     seed: u64,
-) -> Result<Partition, ClusteringError> {
+) -> Result<Fitted, ClusteringError> {
     match spec.method {
-        Method::Kmeans => Ok(kmeans::fit_kmeans(x, k, &spec.kmeans, seed)?.partition),
-        Method::Gmm => Ok(gmm::fit_gmm(x, k, &spec.gmm, seed)?.partition),
-        Method::Hdbscan => hdbscan::fit_hdbscan(x, &spec.hdbscan),
+        Method::Kmeans => {
+            let fit = kmeans::fit_kmeans(x, k, &spec.kmeans, seed)?;
+            Ok(Fitted {
+                partition: fit.partition,
+                model: fit.model,
+            })
+        }
+        Method::Gmm => {
+            let fit = gmm::fit_gmm(x, k, &spec.gmm, seed)?;
+            Ok(Fitted {
+                partition: fit.partition,
+                model: fit.model,
+            })
+        }
+        Method::Hdbscan => {
+            let (partition, model) = hdbscan::fit_hdbscan(x, &spec.hdbscan)?;
+            Ok(Fitted { partition, model })
+        }
     }
 }
 
@@ -176,4 +198,33 @@ pub(crate) fn distinct_rows(x: ArrayView2<f64>, limit: usize) -> usize {
         }
     }
     seen.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::test_blobs::gaussian_blobs;
+
+    #[test]
+    fn each_model_reassigns_its_own_customers_to_their_segments() {
+        let x = gaussian_blobs(&[&[0.0, 0.0], &[6.0, 0.0], &[0.0, 6.0]], 40, 1.0, 11);
+        for method in [Method::Kmeans, Method::Gmm, Method::Hdbscan] {
+            let spec = ClusterSpec {
+                method,
+                k: KChoice::Fixed(3),
+                kmeans: KmeansParams::default(),
+                gmm: GmmParams::default(),
+                hdbscan: HdbscanParams {
+                    min_cluster_size: 10,
+                    min_samples: 5,
+                },
+            };
+            let fitted = fit_fixed_k(x.view(), &spec, 3, 5).expect("fit");
+            assert_eq!(
+                fitted.model.assign(x.view()),
+                fitted.partition.labels(),
+                "{method:?}"
+            );
+        }
+    }
 }

@@ -10,7 +10,7 @@
 use ndarray::ArrayView2;
 use serde::Serialize;
 
-use super::{ClusterSpec, ClusteringError, distinct_rows, gmm, kmeans};
+use super::{ClusterSpec, ClusteringError, Fitted, distinct_rows, gmm, kmeans};
 use crate::analysis::progress::Progress;
 use crate::analysis::validity::{calinski_harabasz_score, davies_bouldin_score, silhouette_scores};
 use crate::domain::{Method, Partition};
@@ -56,7 +56,7 @@ pub(super) fn choose_k(
     max: usize,
     seed: u64,
     progress: &dyn Progress,
-) -> Result<(Partition, KSelection), ClusteringError> {
+) -> Result<(Fitted, KSelection), ClusteringError> {
     let n = x.nrows();
     let max = max.min(n.saturating_sub(1)).min(distinct_rows(x, max));
     if max < min.max(2) {
@@ -67,21 +67,40 @@ pub(super) fn choose_k(
     }
     let ks: Vec<usize> = (min.max(2)..=max).collect();
     progress.start("choosing k", ks.len() as u64 + 1);
-    let mut fits: Vec<(usize, Partition, Option<f64>, Option<f64>)> = Vec::with_capacity(ks.len());
+    let mut fits: Vec<(usize, Fitted, Option<f64>, Option<f64>)> = Vec::with_capacity(ks.len());
     for &k in &ks {
         match spec.method {
             Method::Gmm => {
                 let fit = gmm::fit_gmm(x, k, &spec.gmm, seed)?;
-                fits.push((k, fit.partition, None, Some(fit.bic)));
+                fits.push((
+                    k,
+                    Fitted {
+                        partition: fit.partition,
+                        model: fit.model,
+                    },
+                    None,
+                    Some(fit.bic),
+                ));
             }
             _ => {
                 let fit = kmeans::fit_kmeans(x, k, &spec.kmeans, seed)?;
-                fits.push((k, fit.partition, Some(fit.inertia), None));
+                fits.push((
+                    k,
+                    Fitted {
+                        partition: fit.partition,
+                        model: fit.model,
+                    },
+                    Some(fit.inertia),
+                    None,
+                ));
             }
         }
         progress.advance(1);
     }
-    let labelings: Vec<Vec<usize>> = fits.iter().map(|(_, p, _, _)| dense_labels(p)).collect();
+    let labelings: Vec<Vec<usize>> = fits
+        .iter()
+        .map(|(_, f, _, _)| dense_labels(&f.partition))
+        .collect();
     let refs: Vec<&[usize]> = labelings.iter().map(Vec::as_slice).collect();
     let silhouettes = silhouette_scores(x, &refs)?;
     let mut candidates = Vec::with_capacity(fits.len());
