@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use segscope::analysis::clustering::{
     GmmParams, HdbscanParams, KmeansParams, gmm::fit_gmm, hdbscan::fit_hdbscan, kmeans::fit_kmeans,
 };
-use segscope::analysis::knn::exact_knn;
+use segscope::analysis::knn::knn_graph;
 use segscope::analysis::maps::pca::fit_pca;
 use segscope::analysis::maps::tsne::{TsneParams, fit_tsne};
 use segscope::analysis::maps::umap::{UmapParams, fit_umap};
@@ -305,7 +305,8 @@ fn run_stage(x: ArrayView2<f64>, job: Job, seed: u64) -> Result<Outcome> {
         Job::Umap { out } => {
             let start = Instant::now();
             // Our graph excludes the point itself, which umap-learn counts among n_neighbors.
-            let knn = exact_knn(x, UMAP_NEIGHBOURS - 1)?;
+            // knn_graph is what the pipeline calls: exact up to 4,096 points, else NN-descent.
+            let knn = knn_graph(x, UMAP_NEIGHBOURS - 1, seed, &NoProgress)?;
             let knn_seconds = start.elapsed().as_secs_f64();
             let params = UmapParams {
                 n_neighbors: UMAP_NEIGHBOURS,
@@ -313,11 +314,11 @@ fn run_stage(x: ArrayView2<f64>, job: Job, seed: u64) -> Result<Outcome> {
                 ..UmapParams::default()
             }
             .validate()?;
-            let embedding = fit_umap(x, &knn, &params, seed, &NoProgress)?;
+            let embedding = fit_umap(x, &knn, &params, seed, &NoProgress)?.embedding;
             let seconds = start.elapsed().as_secs_f64();
             Outcome {
                 seconds,
-                extra: json!({"knn_seconds": knn_seconds, "knn": "exact"}),
+                extra: json!({"knn_seconds": knn_seconds, "knn": knn.method().as_str()}),
                 output: Output::Embedding(out, embedding),
             }
         }

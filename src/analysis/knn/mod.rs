@@ -110,6 +110,18 @@ pub enum KnnMethod {
     IndexSearch,
 }
 
+impl KnnMethod {
+    /// A short stable name (`exact`, `nn-descent`, `index-search`), so that reports and
+    /// benchmark records name the method the same way everywhere.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::NnDescent => "nn-descent",
+            Self::IndexSearch => "index-search",
+        }
+    }
+}
+
 /// The `k` nearest neighbours of every point (row).
 ///
 /// Row `i` lists the neighbours of point `i` by increasing distance, ties broken by the
