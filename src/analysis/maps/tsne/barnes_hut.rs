@@ -37,6 +37,29 @@ impl RepulsiveForces for BarnesHut {
     }
 }
 
+/// Repulsion from a fixed reference map on new points, for the transform: one quadtree over
+/// the reference, walked from any position.
+#[derive(Debug, Clone)]
+pub(super) struct BarnesHutReference {
+    tree: QuadTree,
+    theta_sq: f64,
+}
+
+impl BarnesHutReference {
+    pub(super) fn new(reference: &[[f64; 2]], theta: f64) -> BarnesHutReference {
+        BarnesHutReference {
+            tree: QuadTree::build(reference),
+            theta_sq: theta * theta,
+        }
+    }
+
+    /// `(Σ_j q² (p − y_j), Σ_j q)` over the reference points `j` (estimated).
+    pub(super) fn repulsion_on(&self, p: [f64; 2]) -> ([f64; 2], f64) {
+        // No reference index is usize::MAX, so no point is skipped as "itself".
+        self.tree.repulsion_on(usize::MAX, p, self.theta_sq)
+    }
+}
+
 /// One quadtree cell. Cells are squares; a node's points are the contiguous range
 /// `start..end` of [`QuadTree::order`], which is what makes leaves cheap to walk.
 #[derive(Debug, Clone)]

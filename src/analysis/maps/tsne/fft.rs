@@ -18,12 +18,17 @@
 //! side, independent of how the points cluster.
 //!
 //! Differences from openTSNE, none of which changes the method:
+//! - Box counts are rounded up to `2^a 3^b 5^c 7^d` (openTSNE also allows one factor 11 or
+//!   13, which rustfft handles slowly), on the transform's grid too (openTSNE does not round
+//!   there): at most a few more boxes, a slightly finer grid.
 //! - Charges are relative to the grid's centre, not the origin: the kernel only sees
 //!   differences, and small coordinates lose less to cancellation in `Z`.
 //! - Four real convolutions run as two complex ones (charges `1 + i u_x` and
 //!   `u_y + i |u|²`: the kernel is real, so real and imaginary parts stay apart); the
 //!   kernel's spectrum is real (the kernel is real and even), computed two rows or columns
 //!   per complex FFT; rows and columns known to be zero, or not needed, are skipped.
+//! - The transform of new points uses the same machinery on a fixed grid over the reference
+//!   map ([`FftReference`]).
 //!
 //! Determinism: the grid is chosen from sequential min/max; charges are spread sequentially
 //! in point order (spreads into one node from different points would otherwise race); every
@@ -52,13 +57,20 @@ const INTS_IN_INTERVAL: f64 = 1.0;
 /// Most boxes along each axis (openTSNE's cap): beyond a map 1,000 units wide the boxes
 /// widen instead of the grid growing (the FFT buffers hold `(6 * 1000)²` complex values).
 const MAX_BOXES: usize = 1000;
+/// Margin added around the reference map, as a fraction of its half-width, so that new
+/// points placed near its edge stay inside the transform grid (openTSNE's `padding`).
+const REFERENCE_PADDING: f64 = 0.25;
 /// Rows or columns per FFT task: a fixed partition, so results never depend on how rayon
 /// splits the work, and enough work per task to amortise the scheduling.
 const LINES_PER_TASK: usize = 8;
+/// Side of the square tiles a transpose copies at a time (32 x 32 complex values, 16 KiB,
+/// fit the L1 cache with room to spare).
+const TRANSPOSE_TILE: usize = 32;
 
-/// openTSNE's box counts: the smallest number of boxes at least the requested one among
-/// `2^a 3^b 5^c 7^d 11^e 13^f` with `e + f <= 1` (sizes FFT libraries handle fast), or
-/// [`MAX_BOXES`].
+/// The smallest number of boxes at least the requested one of the form `2^a 3^b 5^c 7^d`
+/// (sizes FFTs handle fast), or [`MAX_BOXES`]. openTSNE also admits one factor 11 or 13
+/// (FFTW has fast kernels for them); rustfft has no SIMD kernels for those, and the next
+/// 7-smooth count is at most a few boxes more, which only refines the grid.
 fn round_box_count(requested: usize) -> usize {
     (requested..MAX_BOXES)
         .find(|&candidate| {
@@ -68,7 +80,7 @@ fn round_box_count(requested: usize) -> usize {
                     rest /= factor;
                 }
             }
-            rest == 1 || rest == 11 || rest == 13
+            rest == 1
         })
         .unwrap_or(MAX_BOXES)
 }
@@ -100,6 +112,21 @@ impl Grid {
             high = high.max(p[0]).max(p[1]);
         }
         Grid::spanning([low, low], high - low)
+    }
+
+    /// The grid openTSNE prepares for the transform: centred on the reference map's
+    /// bounding box, as wide as its wider side, plus [`REFERENCE_PADDING`] on each side.
+    fn around_reference(y: &[[f64; 2]]) -> Grid {
+        let (mut low, mut high) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
+        for p in y {
+            for c in 0..2 {
+                low[c] = low[c].min(p[c]);
+                high[c] = high[c].max(p[c]);
+            }
+        }
+        let half = (high[0] - low[0]).max(high[1] - low[1]) / 2.0 * (1.0 + REFERENCE_PADDING);
+        let centre = [(low[0] + high[0]) / 2.0, (low[1] + high[1]) / 2.0];
+        Grid::spanning([centre[0] - half, centre[1] - half], 2.0 * half)
     }
 
     fn spanning(origin: [f64; 2], side: f64) -> Grid {
@@ -139,7 +166,8 @@ impl Grid {
         let mut weights = [[0.0; N_INTERPOLATION_POINTS]; 2];
         for c in 0..2 {
             let scaled = (p[c] - self.origin[c]) / self.box_width;
-            // The far edge belongs to the last box.
+            // The far edge belongs to the last box; points outside (only transform
+            // queries, and only by rounding) use the nearest box.
             let index = (scaled.max(0.0) as usize).min(self.n_boxes - 1);
             first_node[c] = index * N_INTERPOLATION_POINTS;
             weights[c] = lagrange_weights(scaled - index as f64);
@@ -167,24 +195,25 @@ fn lagrange_weights(t: f64) -> [f64; N_INTERPOLATION_POINTS] {
 }
 
 /// The four potentials at every node, after the convolution: `ones` carries `(φ₁, φ_x)`,
-/// `others` carries `(φ_y, φ_|u|²)`, both row-major over `nodes x nodes`, rows along x.
-#[derive(Debug, Clone)]
-struct Potentials {
+/// `others` carries `(φ_y, φ_|u|²)`, node `(gx, gy)` at `gx * stride + gy`. Borrowed from
+/// the convolution buffers, so nothing is copied between convolving and interpolating.
+#[derive(Debug, Clone, Copy)]
+struct Potentials<'a> {
     grid: Grid,
-    ones: Vec<Complex<f64>>,
-    others: Vec<Complex<f64>>,
+    stride: usize,
+    ones: &'a [Complex<f64>],
+    others: &'a [Complex<f64>],
 }
 
-impl Potentials {
+impl Potentials<'_> {
     /// The unnormalised repulsion on a point at `p` from all charges on the grid, and their
     /// kernel sum: `(Σ_j q² (p − y_j), Σ_j q)` over the sources, the point itself included
     /// when it is one of them (it contributes no force and exactly 1 to the sum).
     fn at(&self, p: [f64; 2]) -> ([f64; 2], f64) {
         let stencil = self.grid.stencil(p);
-        let nodes = self.grid.nodes();
         let mut phi = [0.0; 4];
         for (kx, wx) in stencil.weights[0].iter().enumerate() {
-            let row = (stencil.first_node[0] + kx) * nodes + stencil.first_node[1];
+            let row = (stencil.first_node[0] + kx) * self.stride + stencil.first_node[1];
             for (ky, wy) in stencil.weights[1].iter().enumerate() {
                 let w = wx * wy;
                 let (a, b) = (self.ones[row + ky], self.others[row + ky]);
@@ -204,24 +233,29 @@ impl Potentials {
 }
 
 /// The convolution engine: FFT plans and buffers kept between iterations (the grid size
-/// changes only as the map grows, so plans are reused).
+/// changes only as the map grows, so plans are reused and buffers rarely reallocated).
 struct Convolver {
     planner: FftPlanner<f64>,
+    /// Side of the circulant embedding (twice the nodes) the buffers are sized for.
+    len: usize,
+    /// The kernel `K` at node offsets `(|dx|, |dy|)`, `(nodes + 1)²` values.
+    kernel: Vec<f64>,
+    /// The kernel's row transforms (real), `len x len`.
+    kernel_rows: Vec<f64>,
     /// The kernel's spectrum in the transposed layout `[frequency y][frequency x]`, divided
     /// by the number of entries (the inverse FFT's missing normalisation), `len x len`.
     spectrum: Vec<f64>,
-    /// The kernel's row transforms (real), `len x len`.
-    kernel_rows: Vec<f64>,
-    /// The two packed charge grids, `len x len` each, and scratch for transposes.
+    /// The two packed charge grids, then potential grids, `len x len` each.
     ones: Vec<Complex<f64>>,
     others: Vec<Complex<f64>>,
+    /// Scratch for transposes, `len x len`.
     transposed: Vec<Complex<f64>>,
 }
 
 impl std::fmt::Debug for Convolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Convolver")
-            .field("len", &self.spectrum.len().isqrt())
+            .field("len", &self.len)
             .finish_non_exhaustive()
     }
 }
@@ -230,27 +264,42 @@ impl Convolver {
     fn new() -> Convolver {
         Convolver {
             planner: FftPlanner::new(),
-            spectrum: Vec::new(),
+            len: 0,
+            kernel: Vec::new(),
             kernel_rows: Vec::new(),
+            spectrum: Vec::new(),
             ones: Vec::new(),
             others: Vec::new(),
             transposed: Vec::new(),
         }
     }
 
-    /// Spreads the charges of `sources` onto `grid`, convolves them with the squared Cauchy
-    /// kernel between nodes and returns the potentials at the nodes.
-    fn potentials(&mut self, grid: Grid, sources: &[[f64; 2]]) -> Potentials {
+    /// Spreads the charges of `sources` onto `grid` and convolves them with the squared
+    /// Cauchy kernel between nodes; [`Convolver::potentials`] then reads the result.
+    fn convolve(&mut self, grid: Grid, sources: &[[f64; 2]]) {
         let nodes = grid.nodes();
         // Circulant embedding: twice the nodes, so the circular convolution is a linear one.
         let len = 2 * nodes;
+        let zero = Complex::new(0.0, 0.0);
+        if len != self.len {
+            self.len = len;
+            for buffer in [&mut self.ones, &mut self.others, &mut self.transposed] {
+                buffer.clear();
+                buffer.resize(len * len, zero);
+            }
+            for buffer in [&mut self.kernel_rows, &mut self.spectrum] {
+                buffer.clear();
+                buffer.resize(len * len, 0.0);
+            }
+        } else {
+            // Rows past `nodes` are never written, so they are still zero; the first rows
+            // hold the last potentials (and transform debris past column `nodes`).
+            for buffer in [&mut self.ones, &mut self.others] {
+                buffer[..nodes * len].fill(zero);
+            }
+        }
         let forward = self.planner.plan_fft_forward(len);
         let inverse = self.planner.plan_fft_inverse(len);
-        let zero = Complex::new(0.0, 0.0);
-        for buffer in [&mut self.ones, &mut self.others, &mut self.transposed] {
-            buffer.clear();
-            buffer.resize(len * len, zero);
-        }
         self.kernel_spectrum(grid, &forward);
 
         let centre = grid.centre();
@@ -278,10 +327,15 @@ impl Convolver {
                 &inverse,
             );
         }
+    }
+
+    /// The potentials of the last [`Convolver::convolve`].
+    fn potentials(&self, grid: Grid) -> Potentials<'_> {
         Potentials {
             grid,
-            ones: compact(&self.ones, nodes),
-            others: compact(&self.others, nodes),
+            stride: self.len,
+            ones: &self.ones,
+            others: &self.others,
         }
     }
 
@@ -297,23 +351,23 @@ impl Convolver {
         let len = 2 * nodes;
         let half = len / 2;
         let spacing_sq = grid.spacing() * grid.spacing();
-        // Offset of circulant index a; index `nodes` (offset ±nodes) is never used.
-        let offset = |a: usize| -> Option<f64> {
-            match a.cmp(&nodes) {
-                std::cmp::Ordering::Less => Some(a as f64),
-                std::cmp::Ordering::Greater => Some(a as f64 - len as f64),
-                std::cmp::Ordering::Equal => None,
+        // K depends on |dx| and |dy| only; offset `nodes` never occurs between nodes and
+        // its entry (the circulant's middle) stays zero.
+        let side = nodes + 1;
+        self.kernel.clear();
+        self.kernel.extend((0..side * side).map(|t| {
+            let (dx, dy) = ((t / side) as f64, (t % side) as f64);
+            if t / side == nodes || t % side == nodes {
+                0.0
+            } else {
+                let q = 1.0 / (1.0 + spacing_sq * (dx * dx + dy * dy));
+                q * q
             }
-        };
-        let value = |a: usize, b: usize| -> f64 {
-            match (offset(a), offset(b)) {
-                (Some(dx), Some(dy)) => {
-                    let q = 1.0 / (1.0 + spacing_sq * (dx * dx + dy * dy));
-                    q * q
-                }
-                _ => 0.0,
-            }
-        };
+        }));
+        // Circulant index a stands for offset a below `nodes`, a - len above.
+        let distance = |a: usize| if a <= nodes { a } else { len - a };
+        let kernel = &self.kernel;
+        let value = |a: usize, b: usize| kernel[distance(a) * side + distance(b)];
         // Rows 2r and 2r + 1 share complex line r.
         let lines = &mut self.transposed[..half * len];
         lines.par_chunks_mut(len).enumerate().for_each(|(r, line)| {
@@ -322,8 +376,6 @@ impl Convolver {
             }
         });
         fft_rows(lines, len, forward);
-        self.kernel_rows.clear();
-        self.kernel_rows.resize(len * len, 0.0);
         self.kernel_rows
             .par_chunks_mut(2 * len)
             .zip(lines.par_chunks(len))
@@ -344,8 +396,6 @@ impl Convolver {
         });
         fft_rows(lines, len, forward);
         let scale = 1.0 / (len * len) as f64;
-        self.spectrum.clear();
-        self.spectrum.resize(len * len, 0.0);
         self.spectrum
             .par_chunks_mut(2 * len)
             .zip(lines.par_chunks(len))
@@ -401,26 +451,22 @@ fn transpose<T: Copy + Send + Sync>(
     n_cols: usize,
 ) {
     destination
-        .par_chunks_mut(n_rows * LINES_PER_TASK)
+        .par_chunks_mut(n_rows * TRANSPOSE_TILE)
         .enumerate()
         .for_each(|(task, block)| {
-            let first = task * LINES_PER_TASK;
-            // Read the source row by row (a short run of columns each), write the block.
-            for (r, source_row) in source.chunks(n_cols).enumerate() {
-                for (c, line) in block.chunks_mut(n_rows).enumerate() {
-                    line[r] = source_row[first + c];
+            let first = task * TRANSPOSE_TILE;
+            let width = block.len() / n_rows;
+            // Down the source's columns `first..first + width`, one tile of rows at a time:
+            // contiguous reads, and the tile's writes stay in cache.
+            for (tile, rows) in source.chunks(n_cols * TRANSPOSE_TILE).enumerate() {
+                for (offset, row) in rows.chunks_exact(n_cols).enumerate() {
+                    let r = tile * TRANSPOSE_TILE + offset;
+                    for (c, v) in row[first..first + width].iter().enumerate() {
+                        block[c * n_rows + r] = *v;
+                    }
                 }
             }
         });
-}
-
-/// The first `nodes` columns of the first `nodes` rows of a `2 nodes`-wide buffer.
-fn compact(buffer: &[Complex<f64>], nodes: usize) -> Vec<Complex<f64>> {
-    buffer
-        .chunks(2 * nodes)
-        .take(nodes)
-        .flat_map(|row| row[..nodes].iter().copied())
-        .collect()
 }
 
 /// In-place FFT of every `len`-long row of `rows`, [`LINES_PER_TASK`] rows per task.
@@ -448,7 +494,9 @@ impl FftInterpolation {
 
 impl RepulsiveForces for FftInterpolation {
     fn repulsive_forces(&mut self, y: &[[f64; 2]], forces: &mut [[f64; 2]]) -> f64 {
-        let potentials = self.convolver.potentials(Grid::covering(y), y);
+        let grid = Grid::covering(y);
+        self.convolver.convolve(grid, y);
+        let potentials = self.convolver.potentials(grid);
         let mut z_per_point = vec![0.0; y.len()];
         forces
             .par_iter_mut()
@@ -459,6 +507,54 @@ impl RepulsiveForces for FftInterpolation {
             });
         // Each point's own term (q_ii = 1) is in its sum; openTSNE subtracts n at the end.
         z_per_point.iter().sum::<f64>() - y.len() as f64
+    }
+}
+
+/// Repulsion from a fixed reference map on new points, for the transform: one convolution
+/// over a padded grid, then interpolation at any position inside it.
+#[derive(Debug, Clone)]
+pub(super) struct FftReference {
+    grid: Grid,
+    stride: usize,
+    ones: Vec<Complex<f64>>,
+    others: Vec<Complex<f64>>,
+}
+
+impl FftReference {
+    pub(super) fn new(reference: &[[f64; 2]]) -> FftReference {
+        let grid = Grid::around_reference(reference);
+        let mut convolver = Convolver::new();
+        convolver.convolve(grid, reference);
+        FftReference {
+            grid,
+            stride: convolver.len,
+            ones: std::mem::take(&mut convolver.ones),
+            others: std::mem::take(&mut convolver.others),
+        }
+    }
+
+    /// `(Σ_j q² (p − y_j), Σ_j q)` over the reference points `j`.
+    pub(super) fn repulsion_on(&self, p: [f64; 2]) -> ([f64; 2], f64) {
+        Potentials {
+            grid: self.grid,
+            stride: self.stride,
+            ones: &self.ones,
+            others: &self.others,
+        }
+        .at(p)
+    }
+
+    /// `p`, or its projection onto the disc inscribed in the grid when it lies outside that
+    /// disc (openTSNE keeps new points there: the interpolation is only valid on the grid).
+    pub(super) fn confine(&self, p: [f64; 2]) -> Option<[f64; 2]> {
+        let centre = self.grid.centre();
+        let radius = self.grid.box_width * self.grid.n_boxes as f64 / 2.0;
+        let (dx, dy) = (p[0] - centre[0], p[1] - centre[1]);
+        let r = dx.hypot(dy);
+        (r > radius).then(|| {
+            let shrink = radius / r;
+            [centre[0] + dx * shrink, centre[1] + dy * shrink]
+        })
     }
 }
 
@@ -529,11 +625,12 @@ mod tests {
     }
 
     #[test]
-    fn box_counts_are_opentsne_sizes() {
+    fn box_counts_are_seven_smooth() {
         assert_eq!(round_box_count(50), 50);
-        assert_eq!(round_box_count(51), 52);
+        assert_eq!(round_box_count(51), 54);
         assert_eq!(round_box_count(57), 60);
-        assert_eq!(round_box_count(131), 132);
+        assert_eq!(round_box_count(117), 120);
+        assert_eq!(round_box_count(131), 135);
         assert_eq!(round_box_count(137), 140);
         assert_eq!(round_box_count(995), 1000);
         assert_eq!(round_box_count(5000), 1000);
@@ -621,6 +718,32 @@ mod tests {
             assert!(error < force_tolerance, "force error {error}");
             assert!(z_error < z_tolerance, "Z error {z_error}");
         }
+    }
+
+    /// The transform's grid: padded around the reference, evaluated anywhere inside.
+    #[test]
+    fn reference_grid_matches_exact_sums_inside_it() {
+        let reference = uniform(3000, 20.0, 4);
+        let queries = uniform(300, 24.0, 5);
+        let (expected, expected_z) = exact(&reference, &queries, false);
+        let grid = FftReference::new(&reference);
+        let (forces, z): (Vec<[f64; 2]>, Vec<f64>) =
+            queries.iter().map(|q| grid.repulsion_on(*q)).unzip();
+        let error = relative_error(&forces, &expected);
+        assert!(error < 2e-3, "force error {error}");
+        for (z, e) in z.iter().zip(&expected_z) {
+            assert!((z - e).abs() < 5e-3 * e, "Z {z} vs {e}");
+        }
+    }
+
+    #[test]
+    fn points_outside_the_reference_disc_are_projected_onto_it() {
+        let reference = vec![[-10.0, 0.0], [10.0, 0.0], [0.0, -4.0], [0.0, 4.0]];
+        let grid = FftReference::new(&reference);
+        assert_eq!(grid.confine([3.0, 4.0]), None);
+        // Half-width 10, padded by a quarter.
+        let projected = grid.confine([100.0, 0.0]);
+        assert!(projected.is_some_and(|p| (p[0] - 12.5).abs() < 1e-12 && p[1].abs() < 1e-12));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! t-SNE to 2D: our own Barnes-Hut and FFT-interpolation implementations, deterministic for
-//! a seed whatever the number of rayon threads.
+//! a seed whatever the number of rayon threads, and a transform that places new points into
+//! a fitted map.
 //!
 //! Owns the whole pipeline from a scaled feature matrix to map coordinates: perplexity-
 //! calibrated input similarities on the exact kNN graph of [`crate::analysis::knn`], the PCA
-//! initialisation and gradient descent with one of two repulsion methods. It does not own
-//! neighbour search (it consumes a [`KnnGraph`]) nor quality measures.
+//! initialisation, gradient descent with one of two repulsion methods, and
+//! [`TsneMap::transform`]. It does not own neighbour search (it consumes a [`KnnGraph`]) nor
+//! quality measures.
 //!
 //! Why not linfa-tsne: linfa-tsne 0.8.1 (bhtsne 0.4) is faithful, but its VP-tree draws
 //! vantage points from `rand::thread_rng()`, so one seed gives different maps, and segscope
@@ -54,9 +56,11 @@ use crate::analysis::progress::Progress;
 
 mod barnes_hut;
 mod fft;
+mod transform;
 
 use barnes_hut::BarnesHut;
 use fft::FftInterpolation;
+pub use transform::TransformParams;
 
 /// Iterations with exaggerated attraction, during which clusters form (openTSNE, sklearn).
 const EARLY_EXAGGERATION_ITER: usize = 250;
@@ -199,6 +203,16 @@ pub enum TsneError {
     /// The eigensolver of the PCA initialisation failed (not expected on finite input).
     #[error("t-SNE initialisation failed: {0}")]
     Linalg(#[from] linfa_linalg::LinalgError),
+    /// A new point's neighbour is not a row of the map it is placed into.
+    #[error("new point {query} has neighbour {index}, but the map has {n_reference} points")]
+    NeighbourOutOfRange {
+        /// Row of the new point.
+        query: usize,
+        /// The offending neighbour index.
+        index: usize,
+        /// Points in the map.
+        n_reference: usize,
+    },
     /// The optimisation produced NaN or infinite coordinates (not expected; a bug if seen).
     #[error("t-SNE produced non-finite coordinates")]
     NotFinite,
@@ -675,7 +689,7 @@ fn optimise(
 /// One point's momentum step with delta-bar-delta gains, as openTSNE: grow the gain when
 /// the step so far goes against the new gradient's sign (it still descends), shrink it
 /// otherwise; `np.sign(0)` is 0, so the first step of a phase counts as "flipped". Returns
-/// the new update.
+/// the new update; shared by fitting and transforming.
 fn step(
     update: [f64; 2],
     gains: &mut [f64; 2],
