@@ -408,6 +408,7 @@ fn draw_map(
                 perplexity: t.perplexity,
                 theta: t.theta,
                 max_iter: t.max_iter,
+                ..TsneParams::default()
             };
             let map = fit_tsne(x, &params, seed, progress).map_err(|e| failed(e.to_string()))?;
             let used = BTreeMap::from([
