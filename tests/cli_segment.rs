@@ -444,3 +444,66 @@ fn a_failed_run_leaves_the_previous_output_intact() {
     let after = std::fs::read(dir.path().join("out/segments.json")).expect("read");
     assert_eq!(before, after);
 }
+
+#[test]
+fn large_runs_fit_on_a_sample_place_everyone_and_say_so() {
+    let run = |out: &Path, threads: &str| {
+        segscope()
+            .env("SEGSCOPE__SAMPLING__FIT_ABOVE", "100")
+            .env("SEGSCOPE__SAMPLING__FIT_SAMPLE", "100")
+            .args(["segment", "--features"])
+            .arg(iris())
+            .args([
+                "--id-column",
+                "id",
+                "--label-column",
+                "species",
+                "--k",
+                "3",
+                "--threads",
+                threads,
+                "--out",
+            ])
+            .arg(out)
+            .assert()
+            .success();
+        read_json(&out.join("segments.json"))
+    };
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let doc = run(a.path(), "1");
+    run(b.path(), "2");
+    assert_matches_schema(&doc);
+    assert_eq!(doc["sampling"]["population"], 150);
+    assert_eq!(doc["sampling"]["fit_sample"], 100);
+    let sizes: u64 = doc["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| s["size"].as_u64().expect("size"))
+        .sum();
+    assert_eq!(sizes, 150, "everyone is placed in a segment");
+    let kinds: Vec<&str> = doc["caveats"]
+        .as_array()
+        .expect("caveats")
+        .iter()
+        .map(|c| c["kind"].as_str().expect("kind"))
+        .collect();
+    assert!(kinds.contains(&"sampled"), "{kinds:?}");
+    let csv = std::fs::read_to_string(a.path().join("assignments.csv")).expect("csv");
+    assert_eq!(csv.lines().count(), 151);
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.split(',').skip(1).all(|cell| !cell.is_empty())),
+        "every customer has a segment and coordinates in every map"
+    );
+    for file in ["segments.json", "assignments.csv"] {
+        let left = std::fs::read(a.path().join(file)).expect("read");
+        let right = std::fs::read(b.path().join(file)).expect("read");
+        assert!(
+            left == right,
+            "{file} differs between 1 and 2 threads on the sampled path"
+        );
+    }
+}

@@ -13,7 +13,6 @@ use ndarray::ArrayView2;
 use serde::Serialize;
 
 use crate::analysis::knn::{KnnError, exact_knn};
-use crate::domain::Partition;
 
 /// Neighbours per point in the map's neighbour graph.
 pub const MAP_NEIGHBORS: usize = 10;
@@ -88,10 +87,11 @@ impl MapNeighbors {
         out
     }
 
-    /// Segments that the map shows as two or more islands.
-    pub fn split_segments(&self, partition: &Partition) -> Vec<SplitSegment> {
+    /// Segments that the map shows as two or more islands. `labels[i]` is the segment of
+    /// the map's point `i` (`None` for noise), segment indices below `k`; the points may
+    /// be a sample of a run's customers, keeping the run's segment numbering.
+    pub fn split_segments(&self, labels: &[Option<usize>], k: usize) -> Vec<SplitSegment> {
         let n = self.indices.nrows();
-        let labels = partition.labels();
         let mut parent: Vec<usize> = (0..n).collect();
         fn root(parent: &mut [usize], mut i: usize) -> usize {
             while parent[i] != i {
@@ -115,8 +115,11 @@ impl MapNeighbors {
             let r = root(&mut parent, i);
             component_size[r] += 1;
         }
-        let sizes = partition.sizes();
-        let mut parts: Vec<Vec<usize>> = vec![Vec::new(); partition.k()];
+        let mut sizes = vec![0usize; k];
+        for s in labels.iter().flatten() {
+            sizes[*s] += 1;
+        }
+        let mut parts: Vec<Vec<usize>> = vec![Vec::new(); k];
         for i in 0..n {
             if let Some(s) = labels[i]
                 && parent[i] == i
@@ -140,6 +143,7 @@ impl MapNeighbors {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Partition;
     use ndarray::Array2;
 
     /// Three tight groups of 20 points on a line: at 0, 100 and 200.
@@ -174,7 +178,7 @@ mod tests {
         let neighbors = MapNeighbors::new(map.view()).expect("knn");
         // segment 0 = islands 0 and 2, segment 1 = island 1
         let p = Partition::from_raw((0..60).map(|i| Some(usize::from(i / 20 == 1))));
-        let split = neighbors.split_segments(&p);
+        let split = neighbors.split_segments(p.labels(), p.k());
         assert_eq!(
             split,
             vec![SplitSegment {

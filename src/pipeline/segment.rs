@@ -8,9 +8,9 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2, Axis};
 
 use crate::analysis::clustering::{self, ClusterSpec, ClusteringError, KChoice};
-use crate::analysis::knn::knn_graph;
+use crate::analysis::knn::{KnnError, KnnGraph, KnnIndex, knn_graph};
 use crate::analysis::maps::pca::fit_pca;
-use crate::analysis::maps::tsne::{TsneParams, fit_tsne};
+use crate::analysis::maps::tsne::{TransformParams, TsneParams, fit_tsne};
 use crate::analysis::maps::umap::{UmapParams, fit_umap};
 use crate::analysis::profile::profile_segments;
 use crate::analysis::progress::Progress;
@@ -23,9 +23,10 @@ use crate::domain::{MapMethod, Method, Partition};
 use crate::features::fit_scaler;
 use crate::ingest::{FeatureTableSpec, IngestError, read_feature_table};
 use crate::narrative::{self, CaveatFacts, MapFacts, reading};
+use crate::pipeline::fit_sample::FitSet;
 use crate::report::document::{
-    ExternalAgreement, MapSummary, NoiseSummary, Quality, SCHEMA_VERSION, SegmentEntry,
-    SegmentKpis, StabilitySummary,
+    ExternalAgreement, MapSummary, NoiseSummary, Quality, SCHEMA_VERSION, SamplingSummary,
+    SegmentEntry, SegmentKpis, StabilitySummary,
 };
 use crate::report::{
     ReportError, RunRecord, SegmentsDocument, assignments, html, write_atomically,
@@ -207,36 +208,62 @@ pub fn run_segment(
     {
         warnings.push("k was ignored: HDBSCAN finds the number of segments itself.".into());
     }
+    let fit = FitSet::choose(n, &settings.sampling, seed);
+    let x_fit = fit.select(x.view());
+    if fit.sample().is_some() {
+        tracing::info!(fit_sample = fit.len(), customers = n, "fitting on a sample");
+    }
     let clustering = stages.run("cluster", || {
-        clustering::segment(x.view(), &spec, seed, progress)
+        clustering::segment(x_fit.view(), &spec, seed, progress)
     })?;
-    let partition = clustering.partition;
-    let k = partition.k();
+    let fit_partition = clustering.partition;
+    let k = fit_partition.k();
     tracing::info!(k, method = ?settings.segment.method, "segments found");
+    // Everyone gets a segment from the model when the fit saw a sample; `order[s]` is the
+    // fitted segment that became segment `s` of the whole base (renumbered by size).
+    let (partition, order) = match fit.sample() {
+        None => (fit_partition.clone(), (0..k).collect::<Vec<usize>>()),
+        Some(_) => {
+            progress.start("assigning customers", 0);
+            let assigned = stages.run("assign", || clustering.model.assign(x.view()));
+            Partition::from_raw_with_order(assigned)
+        }
+    };
 
     let stability = (settings.stability.resamples > 0).then(|| {
-        stages.run("stability", || {
+        let fitted = stages.run("stability", || {
             clustering::bootstrap_stability(
-                x.view(),
-                &partition,
+                x_fit.view(),
+                &fit_partition,
                 |sample, s| clustering::fit_fixed_k(sample, &spec, k, s).map(|f| f.partition),
                 &settings.stability,
                 seed,
                 progress,
             )
-        })
+        });
+        clustering::Stability {
+            per_segment: order.iter().map(|&f| fitted.per_segment[f]).collect(),
+            ..fitted
+        }
     });
 
     // Maps, in the fixed order pca, umap, tsne whatever order was asked.
     let mut wanted = settings.segment.maps.clone();
     wanted.sort();
     wanted.dedup();
+    let placement = Placement::prepare(&fit, x.view(), x_fit.view(), &wanted, seed, progress)?;
     let mut maps: Vec<DrawnMap> = Vec::new();
     for method in wanted {
         let stage = format!("map_{}", method.key());
         progress.start(method.display_name(), 0);
         let drawn = stages.run(&stage, || {
-            draw_map(method, x.view(), settings, seed, progress)
+            let inputs = MapInputs {
+                x: x.view(),
+                x_fit: x_fit.view(),
+                fit: &fit,
+                placement: placement.as_ref(),
+            };
+            draw_map(method, &inputs, settings, seed, progress)
         })?;
         maps.push(drawn);
     }
@@ -246,6 +273,7 @@ pub fn run_segment(
         measure(
             x.view(),
             &partition,
+            &fit,
             &table.labels,
             request.table.label_column.as_deref(),
             &maps,
@@ -267,7 +295,7 @@ pub fn run_segment(
             noise: partition.noise_count(),
             n_customers: n,
             rows_dropped: table.report.rows_dropped.values().sum(),
-            fit_sample: None,
+            fit_sample: fit.sample().map(<[usize]>::len),
             thresholds: &settings.caveats,
         };
         let (run_caveats, segment_caveats) = narrative::caveats_for(&facts);
@@ -307,6 +335,13 @@ pub fn run_segment(
         label_column: request.table.label_column.clone(),
         input: table.report.clone(),
         scaling: scaler,
+        sampling: fit.sample().map(|rows| SamplingSummary {
+            population: n,
+            fit_sample: rows.len(),
+            placement: "segments by the fitted model (nearest centroid, most probable component, or nearest fitted \
+                        customer for HDBSCAN); UMAP and t-SNE positions by each method's transform into the fitted map"
+                .into(),
+        }),
         k_selection: clustering.selection,
         quality,
         maps: map_summaries,
@@ -350,10 +385,64 @@ pub fn run_segment(
     })
 }
 
-/// Draws one map; returns coordinates, the parameters used and PCA's variance ratios.
+/// Neighbours found for each placed customer: enough for UMAP's and t-SNE's transforms.
+const PLACEMENT_NEIGHBOURS: usize = 15;
+
+/// What placing the customers outside a fit sample needs: their rows, their features and a
+/// neighbour index over the sample.
+struct Placement {
+    x_rest: Array2<f64>,
+    index: KnnIndex,
+}
+
+impl Placement {
+    /// Built only when the fit saw a sample and a neighbourhood map (UMAP, t-SNE) is wanted.
+    fn prepare(
+        fit: &FitSet,
+        x: ArrayView2<f64>,
+        x_fit: ArrayView2<f64>,
+        wanted: &[MapMethod],
+        seed: u64,
+        progress: &dyn Progress,
+    ) -> Result<Option<Self>, PipelineError> {
+        if fit.sample().is_none() || wanted.iter().all(|m| *m == MapMethod::Pca) {
+            return Ok(None);
+        }
+        let failed = |e: KnnError| PipelineError::Map {
+            map: "placement",
+            message: e.to_string(),
+        };
+        let k = PLACEMENT_NEIGHBOURS.min(x_fit.nrows() - 1);
+        let graph = knn_graph(x_fit, k, seed, progress).map_err(failed)?;
+        let index = KnnIndex::new(x_fit, &graph, seed).map_err(failed)?;
+        Ok(Some(Placement {
+            x_rest: x.select(Axis(0), &fit.rest()),
+            index,
+        }))
+    }
+
+    fn neighbours(&self, k: usize) -> Result<KnnGraph, KnnError> {
+        self.index.query(self.x_rest.view(), k)
+    }
+}
+
+/// The matrices a map is drawn from.
+struct MapInputs<'a> {
+    /// Everyone, scaled.
+    x: ArrayView2<'a, f64>,
+    /// The customers the fit sees (everyone, or the sample).
+    x_fit: ArrayView2<'a, f64>,
+    fit: &'a FitSet,
+    /// How to place the others, when the fit saw a sample.
+    placement: Option<&'a Placement>,
+}
+
+/// Draws one map for everyone: PCA is fitted on everyone (it is cheap and exact); UMAP and
+/// t-SNE are fitted on the fit set and, when that is a sample, place the others with their
+/// transforms.
 fn draw_map(
     method: MapMethod,
-    x: ArrayView2<f64>,
+    inputs: &MapInputs<'_>,
     settings: &Settings,
     seed: u64,
     progress: &dyn Progress,
@@ -362,12 +451,13 @@ fn draw_map(
         map: method.display_name(),
         message,
     };
+    let x_fit = inputs.x_fit;
     match method {
         MapMethod::Pca => {
-            let pca = fit_pca(x, 2).map_err(|e| failed(e.to_string()))?;
+            let pca = fit_pca(inputs.x, 2).map_err(|e| failed(e.to_string()))?;
             Ok(DrawnMap {
                 method,
-                coords: pca.transform(x),
+                coords: pca.transform(inputs.x),
                 parameters: BTreeMap::new(),
                 explained_variance_ratio: Some(pca.explained_variance_ratio.clone()),
             })
@@ -375,7 +465,7 @@ fn draw_map(
         MapMethod::Umap => {
             let u = &settings.umap;
             // n_neighbors counts the point itself, as in umap-learn; the graph excludes it.
-            let n_neighbors = u.n_neighbors.min(x.nrows()).max(2);
+            let n_neighbors = u.n_neighbors.min(x_fit.nrows()).max(2);
             let params = UmapParams {
                 n_neighbors,
                 min_dist: u.min_dist,
@@ -385,11 +475,24 @@ fn draw_map(
             }
             .validate()
             .map_err(|e| failed(e.to_string()))?;
-            let knn =
-                knn_graph(x, n_neighbors - 1, seed, progress).map_err(|e| failed(e.to_string()))?;
-            let embedding = fit_umap(x, &knn, &params, seed, progress)
-                .map_err(|e| failed(e.to_string()))?
-                .embedding;
+            let knn = knn_graph(x_fit, n_neighbors - 1, seed, progress)
+                .map_err(|e| failed(e.to_string()))?;
+            let model = fit_umap(x_fit, &knn, &params, seed, progress)
+                .map_err(|e| failed(e.to_string()))?;
+            let placed = match inputs.placement {
+                Some(placement) => {
+                    progress.start("placing customers (UMAP)", 0);
+                    let neighbours = placement
+                        .neighbours(n_neighbors)
+                        .map_err(|e| failed(e.to_string()))?;
+                    Some(
+                        model
+                            .transform(placement.x_rest.view(), &neighbours, seed)
+                            .map_err(|e| failed(e.to_string()))?,
+                    )
+                }
+                None => None,
+            };
             let used = BTreeMap::from([
                 ("n_neighbors".to_string(), n_neighbors as f64),
                 ("min_dist".to_string(), u.min_dist),
@@ -397,7 +500,7 @@ fn draw_map(
             ]);
             Ok(DrawnMap {
                 method,
-                coords: embedding,
+                coords: inputs.fit.assemble(&model.embedding, placed.as_ref()),
                 parameters: used,
                 explained_variance_ratio: None,
             })
@@ -410,7 +513,20 @@ fn draw_map(
                 max_iter: t.max_iter,
                 ..TsneParams::default()
             };
-            let map = fit_tsne(x, &params, seed, progress).map_err(|e| failed(e.to_string()))?;
+            let map =
+                fit_tsne(x_fit, &params, seed, progress).map_err(|e| failed(e.to_string()))?;
+            let placed = match inputs.placement {
+                Some(placement) => {
+                    let transform = TransformParams::default();
+                    let k = transform.neighbours().min(x_fit.nrows());
+                    let neighbours = placement.neighbours(k).map_err(|e| failed(e.to_string()))?;
+                    Some(
+                        map.transform(&neighbours, &transform, progress)
+                            .map_err(|e| failed(e.to_string()))?,
+                    )
+                }
+                None => None,
+            };
             let used = BTreeMap::from([
                 ("perplexity".to_string(), map.perplexity),
                 ("theta".to_string(), t.theta),
@@ -418,7 +534,7 @@ fn draw_map(
             ]);
             Ok(DrawnMap {
                 method,
-                coords: map.embedding,
+                coords: inputs.fit.assemble(&map.embedding, placed.as_ref()),
                 parameters: used,
                 explained_variance_ratio: None,
             })
@@ -429,9 +545,16 @@ fn draw_map(
 type Measured = (Quality, BTreeMap<String, MapSummary>, Vec<MapFacts>);
 
 /// Validity of the segments and faithfulness of each map.
+/// Validity of the segments and faithfulness of each map. Quadratic measures (silhouette,
+/// trustworthiness, map neighbourhoods) use the fit set; the others use everyone.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the inputs are the run's parts"
+)]
 fn measure(
     x: ArrayView2<f64>,
     partition: &Partition,
+    fit: &FitSet,
     labels: &Option<Vec<String>>,
     label_column: Option<&str>,
     maps: &[DrawnMap],
@@ -442,9 +565,24 @@ fn measure(
     let k = partition.k();
     let clustered = x.select(Axis(0), &rows);
     let internal = k >= 2 && k < rows.len();
+    // The fit set's clustered customers, with the whole run's segment numbering.
+    let fit_rows: Vec<usize> = fit
+        .sample()
+        .map_or_else(|| (0..x.nrows()).collect(), <[usize]>::to_vec);
+    let fit_labels: Vec<Option<usize>> = fit_rows.iter().map(|&r| partition.labels()[r]).collect();
+    let (fit_clustered, fit_segment_of): (Vec<usize>, Vec<usize>) = fit_rows
+        .iter()
+        .zip(&fit_labels)
+        .filter_map(|(&r, l)| l.map(|s| (r, s)))
+        .unzip();
+    let fit_k = fit_segment_of
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let fit_internal = fit_k >= 2 && fit_k < fit_clustered.len();
     let quality = Quality {
-        silhouette: internal
-            .then(|| silhouette_score(clustered.view(), &segment_of))
+        silhouette: fit_internal
+            .then(|| silhouette_score(x.select(Axis(0), &fit_clustered).view(), &fit_segment_of))
             .transpose()?,
         davies_bouldin: internal
             .then(|| davies_bouldin_score(clustered.view(), &segment_of))
@@ -469,7 +607,8 @@ fn measure(
             })
             .transpose()?,
     };
-    let n = x.nrows();
+    let x_fit = fit.select(x);
+    let n = x_fit.nrows();
     let neighbors = settings
         .validity
         .trustworthiness_neighbors
@@ -488,13 +627,15 @@ fn measure(
             map: method.display_name(),
             message,
         };
-        let tw = trustworthiness(x, embedding.view(), neighbors)?;
-        let map_neighbors =
-            MapNeighbors::new(embedding.view()).map_err(|e| failed(e.to_string()))?;
-        let splits = map_neighbors.split_segments(partition);
+        let fit_map = embedding.select(Axis(0), &fit_rows);
+        let tw = trustworthiness(x_fit.view(), fit_map.view(), neighbors)?;
+        let map_neighbors = MapNeighbors::new(fit_map.view()).map_err(|e| failed(e.to_string()))?;
+        let splits = map_neighbors.split_segments(&fit_labels, k);
         let (label_overlaps, label_separation) = match labels {
             Some(labels) => {
-                let (index, names) = label_indices(labels);
+                let fit_label_text: Vec<String> =
+                    fit_rows.iter().map(|&r| labels[r].clone()).collect();
+                let (index, names) = label_indices(&fit_label_text);
                 let overlaps = map_neighbors.label_overlaps(&index, &names);
                 let sentence = reading::label_separation(
                     method.display_name(),

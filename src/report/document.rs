@@ -43,6 +43,9 @@ pub struct SegmentsDocument {
     pub input: IngestReport,
     /// The scaling applied before clustering and mapping.
     pub scaling: FittedScaler,
+    /// Present when segments and neighbourhood maps were fitted on a sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingSummary>,
     /// How k was chosen, for `--k auto`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub k_selection: Option<KSelection>,
@@ -122,6 +125,18 @@ pub struct MapSummary {
     pub label_separation: Option<String>,
     /// Segments the map shows as several islands (segment ids start at 1).
     pub split_segments: Vec<SplitSegment>,
+}
+
+/// How a large run was fitted on a sample.
+#[derive(Debug, Clone, Serialize)]
+pub struct SamplingSummary {
+    /// Customers in the run.
+    pub population: usize,
+    /// Customers the segments, the choice of k, stability and the UMAP and t-SNE maps were
+    /// fitted on, and silhouette, trustworthiness and map readings measured on.
+    pub fit_sample: usize,
+    /// How everyone else was placed, in words.
+    pub placement: String,
 }
 
 /// Customers in no segment.
