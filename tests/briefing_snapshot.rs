@@ -2,7 +2,12 @@
 //! caveats and validity figures (rounded to 6 decimals so that a last-bit difference in
 //! floating point does not churn the snapshot). Review changes with `cargo insta review`.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, reason = "test helpers fail the test loudly")]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
 
 use std::path::Path;
 
@@ -20,7 +25,9 @@ fn rounded(value: Value) -> Value {
             serde_json::json!((v * 1e6).round() / 1e6)
         }
         Value::Array(items) => Value::Array(items.into_iter().map(rounded).collect()),
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, rounded(v))).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, rounded(v))).collect())
+        }
         other => other,
     }
 }
@@ -34,7 +41,11 @@ fn iris_briefing_reads_as_reviewed() {
     settings.segment.maps = vec![MapMethod::Pca];
     let request = SegmentRequest {
         features: Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/iris.csv"),
-        table: FeatureTableSpec { id_column: "id".into(), label_column: Some("species".into()), delimiter: b',' },
+        table: FeatureTableSpec {
+            id_column: "id".into(),
+            label_column: Some("species".into()),
+            delimiter: b',',
+        },
         settings,
         out_dir: out.path().to_path_buf(),
     };
