@@ -260,6 +260,12 @@ impl Settings {
         if self.kmeans.n_init == 0 || self.kmeans.max_iter == 0 {
             return bad("kmeans.n_init and kmeans.max_iter must be at least 1".into());
         }
+        if self.hdbscan.min_cluster_size == 1 {
+            return bad(
+                "hdbscan.min_cluster_size = 1: every customer would be a segment; use 0 (automatic) or at least 2"
+                    .into(),
+            );
+        }
         if self.gmm.n_init == 0 || self.gmm.max_iter == 0 || !(self.gmm.reg_covariance >= 0.0) {
             return bad(
                 "gmm.n_init and gmm.max_iter must be at least 1 and gmm.reg_covariance >= 0".into(),

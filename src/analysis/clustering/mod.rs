@@ -86,14 +86,9 @@ pub enum ClusteringError {
         /// Distinct rows in the data.
         distinct: usize,
     },
-    /// The k-means library failed.
-    #[error("k-means failed for k = {k}: {message}")]
-    Kmeans {
-        /// k.
-        k: usize,
-        /// What went wrong.
-        message: String,
-    },
+    /// k = 0: a partition needs at least one segment.
+    #[error("at least one segment must be asked for (k = 0)")]
+    NoSegmentsAsked,
     /// The Gaussian-mixture fit failed for every initialisation.
     #[error("Gaussian mixture failed for k = {k}: {message}")]
     Gmm {
