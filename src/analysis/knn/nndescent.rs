@@ -20,7 +20,11 @@
 //!   again order-free.
 //!
 //! This also matches pynndescent's structure (candidates per iteration, joins applied
-//! block by block), so its parameter defaults (umap-learn's choices) carry over.
+//! block by block), so its parameter defaults (umap-learn's choices) carry over. Two
+//! deliberate differences: the descent keeps `1.5 k` neighbours and returns the nearest
+//! `k` (NN-descent stalls in a local optimum, 0.90 recall at k = 14 on 64-dimensional
+//! blobs, and the wider rows lift it to 0.97), and it works on the points renumbered in the
+//! leaf order of one tree, so that neighbours' rows are near each other in memory.
 
 use rand::Rng;
 use rayon::prelude::*;
