@@ -320,8 +320,8 @@ def cmd_table(a):
                 if r.get("rep") != 1 or r["status"] != "ok":
                     continue
                 if "knn_seconds" in ex:
-                    notes.append(f"{d}/{s}: segscope's exact kNN took {ex['knn_seconds']:.3g} s "
-                                 f"of the stage")
+                    notes.append(f"{d}/{s}: segscope's kNN ({ex.get('knn', 'exact')}) took "
+                                 f"{ex['knn_seconds']:.3g} s of the stage")
                 if "jit_warmup_seconds_excluded" in ex:
                     notes.append(f"{d}/{s}: umap-learn's numba JIT warm-up "
                                  f"({ex['jit_warmup_seconds_excluded']:.3g} s, tiny data, same "

@@ -8,7 +8,7 @@
 //! the largest-magnitude loading of each component is positive, so the map does not mirror
 //! itself between runs or versions.
 
-use linfa_linalg::eigh::{EigSort, EighInto};
+use linfa_linalg::eigh::EighInto;
 use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 
 /// Why PCA could not run.
@@ -31,6 +31,9 @@ pub enum PcaError {
     /// The eigensolver failed (does not happen on finite input).
     #[error("PCA eigen-decomposition failed: {0}")]
     Linalg(String),
+    /// Values so large that their squares overflow.
+    #[error("PCA: values too large (their squares overflow); rescale the features")]
+    Overflow,
 }
 
 /// A fitted projection: the mean, the principal axes and their variance.
@@ -72,13 +75,19 @@ pub fn fit_pca(x: ArrayView2<f64>, components: usize) -> Result<PcaModel, PcaErr
         .ok_or(PcaError::TooFewRows { rows: n })?;
     let centered = &x - &mean;
     let covariance = centered.t().dot(&centered) / (n as f64 - 1.0);
-    let (values, vectors) = covariance
+    if covariance.iter().any(|v| !v.is_finite()) {
+        return Err(PcaError::Overflow);
+    }
+    let (eigenvalues, vectors) = covariance
         .eigh_into()
-        .map_err(|e| PcaError::Linalg(e.to_string()))?
-        .sort_eig(linfa_linalg::Order::Largest);
-    // Round-off can leave tiny negative eigenvalues for rank-deficient data.
-    let values = values.mapv(|v| v.max(0.0));
-    let total: f64 = values.sum();
+        .map_err(|e| PcaError::Linalg(e.to_string()))?;
+    // Our own ordering rather than linfa's EigSort, which panics on NaN; ties go to the
+    // lower index. Round-off can leave tiny negative eigenvalues for rank-deficient data.
+    let mut order: Vec<usize> = (0..eigenvalues.len()).collect();
+    order.sort_by(|&a, &b| eigenvalues[b].total_cmp(&eigenvalues[a]).then(a.cmp(&b)));
+    let values: Vec<f64> = order.iter().map(|&c| eigenvalues[c].max(0.0)).collect();
+    let vectors = vectors.select(Axis(1), &order);
+    let total: f64 = values.iter().sum();
     let mut axes = vectors.slice(s![.., ..components]).t().to_owned();
     for mut axis in axes.axis_iter_mut(Axis(0)) {
         let dominant =

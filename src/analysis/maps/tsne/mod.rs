@@ -44,7 +44,6 @@
 //! depends on how rayon schedules work, so any thread count gives the same bits (the tests
 //! compare 1 and 2 threads, with each method).
 
-use linfa_linalg::eigh::EighInto;
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -52,6 +51,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::knn::{KnnError, KnnGraph, knn_graph};
+use crate::analysis::maps::pca::{PcaError, fit_pca};
 use crate::analysis::progress::Progress;
 
 mod barnes_hut;
@@ -206,9 +206,9 @@ pub enum TsneError {
     /// Every row is the same point: there is nothing to lay out.
     #[error("t-SNE needs at least two distinct customers; all rows are identical")]
     NoVariance,
-    /// The eigensolver of the PCA initialisation failed (not expected on finite input).
+    /// The PCA initialisation failed (not expected on finite input).
     #[error("t-SNE initialisation failed: {0}")]
-    Linalg(#[from] linfa_linalg::LinalgError),
+    Initialisation(String),
     /// A new point's neighbour is not a row of the map it is placed into.
     #[error("new point {query} has neighbour {index}, but the map has {n_reference} points")]
     NeighbourOutOfRange {
@@ -499,36 +499,21 @@ fn joint_probabilities(graph: &KnnGraph, perplexity: f64) -> SparseP {
 /// openTSNE's "pca" initialisation: the first two principal components, scaled together so
 /// the first has standard deviation 1e-4.
 ///
-/// Computed from the d x d covariance with a symmetric eigensolver (sequential, so
-/// deterministic); signs as scikit-learn's PCA (largest loading of each axis positive) so a
-/// map does not mirror itself between versions. Costs O(n d² + d³).
+/// Uses [`fit_pca`] (covariance and a symmetric eigensolver, sequential, so deterministic;
+/// signs as scikit-learn's so a map does not mirror itself between versions). Costs
+/// O(n d² + d³).
 fn pca_initialisation(x: ArrayView2<f64>, seed: u64) -> Result<Vec<[f64; 2]>, TsneError> {
-    let n = x.nrows();
-    let mean = x
-        .mean_axis(Axis(0))
-        .ok_or(TsneError::TooFewRows { rows: n })?;
-    let centred = &x - &mean;
-    let covariance = centred.t().dot(&centred) / (n as f64 - 1.0);
-    if covariance.iter().any(|v| !v.is_finite()) {
-        return Err(TsneError::Overflow);
-    }
-    let (eigenvalues, eigenvectors) = covariance.eigh_into()?;
-    // Own ordering rather than EigSort, which panics on NaN; ties go to the lower index.
-    let mut order: Vec<usize> = (0..eigenvalues.len()).collect();
-    order.sort_by(|&a, &b| eigenvalues[b].total_cmp(&eigenvalues[a]).then(a.cmp(&b)));
-    let mut axes = [order[0], order[1]].map(|c| eigenvectors.column(c).to_owned());
-    for axis in &mut axes {
-        let dominant =
-            axis.iter().copied().fold(
-                0.0_f64,
-                |best, v| if v.abs() > best.abs() { v } else { best },
-            );
-        if dominant < 0.0 {
-            axis.mapv_inplace(|v| -v);
+    let coordinates = match fit_pca(x, 2) {
+        Ok(pca) => pca.transform(x),
+        Err(PcaError::Overflow) => return Err(TsneError::Overflow),
+        Err(PcaError::TooFewRows { rows }) => return Err(TsneError::TooFewRows { rows }),
+        Err(PcaError::TooFewFeatures { features, .. }) => {
+            return Err(TsneError::TooFewFeatures { features });
         }
-    }
-    let first = centred.dot(&axes[0]);
-    let mut second = centred.dot(&axes[1]);
+        Err(PcaError::Linalg(message)) => return Err(TsneError::Initialisation(message)),
+    };
+    let first = coordinates.column(0).to_owned();
+    let mut second = coordinates.column(1).to_owned();
 
     let std = |v: &ndarray::Array1<f64>| v.std(0.0);
     let first_std = std(&first);
