@@ -119,12 +119,23 @@ pub fn caveats_for(facts: &CaveatFacts<'_>) -> (Vec<Caveat>, Vec<Vec<Caveat>>) {
         ));
     }
     if let Some(sample) = facts.fit_sample {
+        let fitted_maps: Vec<&str> = facts
+            .maps
+            .iter()
+            .filter(|m| m.method != MapMethod::Pca)
+            .map(|m| m.method.display_name())
+            .collect();
+        let what = match fitted_maps.as_slice() {
+            [] => "Segments were".to_string(),
+            [one] => format!("Segments and the {one} map were"),
+            many => format!("Segments and the {} maps were", many.join(" and ")),
+        };
         run.push(caveat(
             CaveatKind::Sampled,
             format!(
-                "Segments and the UMAP and t-SNE maps were fitted on a random sample of {sample} of the {} customers; \
-                 everyone else was placed with the fitted model. Silhouette, stability and map trustworthiness were \
-                 measured on that sample; PCA, segment sizes and profiles cover everyone.",
+                "{what} fitted on a random sample of {sample} of the {} customers; everyone else was placed with \
+                 the fitted model. Silhouette, stability and map trustworthiness were measured on that sample; PCA, \
+                 segment sizes and profiles cover everyone.",
                 facts.n_customers
             ),
         ));
@@ -259,7 +270,7 @@ mod tests {
             noise: 0,
             n_customers: 1012,
             rows_dropped: 3,
-            fit_sample: None,
+            fit_sample: Some(500),
             thresholds: &t,
         };
         let (run, per_segment) = caveats_for(&facts);
@@ -270,6 +281,7 @@ mod tests {
                 CaveatKind::TsneDistances,
                 CaveatKind::WeakStructure,
                 CaveatKind::LowTrustworthiness,
+                CaveatKind::Sampled,
                 CaveatKind::DroppedRows,
                 CaveatKind::SplitInMap,
                 CaveatKind::UnstableSegment,
@@ -281,6 +293,11 @@ mod tests {
             "The t-SNE map shows \"A\" as 2 separate islands (sizes 500, 400): it may mix different kinds of customers."
         );
         assert!(per_segment[1][0].message.contains("0.41"));
+        assert!(
+            run[3].message.starts_with("Segments and the t-SNE map were fitted on a random sample of 500 of the 1012 customers"),
+            "{}",
+            run[3].message
+        );
         assert!(
             per_segment[2][0]
                 .message
