@@ -463,35 +463,11 @@ impl UmapModel {
         indices: ArrayView1<usize>,
         distances: ArrayView1<f64>,
     ) -> Vec<(usize, f64)> {
-        const N_ITER: usize = 64;
-        const SMOOTH_K_TOLERANCE: f64 = 1e-5;
-        const MIN_K_DIST_SCALE: f64 = 1e-3;
         let target = (self.params.params.n_neighbors as f64).log2();
         // umap-learn's loop starts at column 1, written for rows that begin with the point
         // itself; new points have no such column, so their nearest neighbour is left out.
         let summed = distances.slice(ndarray::s![1..]);
-        let (mut lo, mut hi, mut mid) = (0.0_f64, f64::INFINITY, 1.0_f64);
-        for _ in 0..N_ITER {
-            let psum: f64 = summed
-                .iter()
-                .map(|&d| if d > 0.0 { (-(d / mid)).exp() } else { 1.0 })
-                .sum();
-            if (psum - target).abs() < SMOOTH_K_TOLERANCE {
-                break;
-            }
-            if psum > target {
-                hi = mid;
-                mid = (lo + hi) / 2.0;
-            } else {
-                lo = mid;
-                mid = if hi == f64::INFINITY {
-                    mid * 2.0
-                } else {
-                    (lo + hi) / 2.0
-                };
-            }
-        }
-        let sigma = mid.max(MIN_K_DIST_SCALE * self.mean_distance);
+        let sigma = search_sigma(summed, 0.0, target).max(MIN_K_DIST_SCALE * self.mean_distance);
         indices
             .iter()
             .zip(distances.iter())
@@ -660,9 +636,6 @@ fn find_ab_params(spread: f64, min_dist: f64) -> (f64, f64) {
 /// is why its loops skip column 0 and its means divide by `n_neighbors`. We keep those
 /// means (zero included) so that the `MIN_K_DIST_SCALE` floors are the same.
 fn smooth_knn_dist(distances: ArrayView2<f64>, n_neighbors: usize) -> Vec<(f64, f64)> {
-    const N_ITER: usize = 64;
-    const SMOOTH_K_TOLERANCE: f64 = 1e-5;
-    const MIN_K_DIST_SCALE: f64 = 1e-3;
     let target = (n_neighbors as f64).log2();
     let row_len = n_neighbors as f64;
     let mean_distances = distances.sum() / (distances.nrows() as f64 * row_len);
@@ -674,34 +647,7 @@ fn smooth_knn_dist(distances: ArrayView2<f64>, n_neighbors: usize) -> Vec<(f64, 
             // Rows are sorted, so the first positive distance is the nearest distinct point;
             // a point whose neighbours are all duplicates keeps rho = 0.
             let rho = row.iter().copied().find(|&d| d > 0.0).unwrap_or(0.0);
-            let (mut lo, mut hi, mut mid) = (0.0_f64, f64::INFINITY, 1.0_f64);
-            for _ in 0..N_ITER {
-                let psum: f64 = row
-                    .iter()
-                    .map(|&d| {
-                        let excess = d - rho;
-                        if excess > 0.0 {
-                            (-(excess / mid)).exp()
-                        } else {
-                            1.0
-                        }
-                    })
-                    .sum();
-                if (psum - target).abs() < SMOOTH_K_TOLERANCE {
-                    break;
-                }
-                if psum > target {
-                    hi = mid;
-                    mid = (lo + hi) / 2.0;
-                } else {
-                    lo = mid;
-                    mid = if hi == f64::INFINITY {
-                        mid * 2.0
-                    } else {
-                        (lo + hi) / 2.0
-                    };
-                }
-            }
+            let mid = search_sigma(row, rho, target);
             let floor = if rho > 0.0 {
                 MIN_K_DIST_SCALE * row.sum() / row_len
             } else {
@@ -710,6 +656,48 @@ fn smooth_knn_dist(distances: ArrayView2<f64>, n_neighbors: usize) -> Vec<(f64, 
             (rho, mid.max(floor))
         })
         .collect()
+}
+
+/// Bisection steps of the bandwidth search, as umap-learn.
+const SMOOTH_K_N_ITER: usize = 64;
+/// The search stops when the memberships sum to within this of the target.
+const SMOOTH_K_TOLERANCE: f64 = 1e-5;
+/// Bandwidths never go below this share of the mean neighbour distance.
+const MIN_K_DIST_SCALE: f64 = 1e-3;
+
+/// umap-learn's bisection for the bandwidth `sigma` at which one point's memberships
+/// `exp(-(d - rho) / sigma)` (1 for `d <= rho`) sum to `target`; shared by the fit
+/// (`rho` = distance to the nearest distinct neighbour) and transform (`rho` = 0).
+fn search_sigma(distances: ArrayView1<f64>, rho: f64, target: f64) -> f64 {
+    let (mut lo, mut hi, mut mid) = (0.0_f64, f64::INFINITY, 1.0_f64);
+    for _ in 0..SMOOTH_K_N_ITER {
+        let psum: f64 = distances
+            .iter()
+            .map(|&d| {
+                let excess = d - rho;
+                if excess > 0.0 {
+                    (-(excess / mid)).exp()
+                } else {
+                    1.0
+                }
+            })
+            .sum();
+        if (psum - target).abs() < SMOOTH_K_TOLERANCE {
+            break;
+        }
+        if psum > target {
+            hi = mid;
+            mid = (lo + hi) / 2.0;
+        } else {
+            lo = mid;
+            mid = if hi == f64::INFINITY {
+                mid * 2.0
+            } else {
+                (lo + hi) / 2.0
+            };
+        }
+    }
+    mid
 }
 
 /// A symmetric weighted graph in compressed-row form, each row sorted by neighbour index:
