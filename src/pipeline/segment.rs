@@ -268,12 +268,22 @@ pub fn run_segment(
         maps.push(drawn);
     }
 
+    // Choosing k already scored the chosen partition's silhouette on the fit set: the same
+    // customers and the same grouping that `measure` would score again at O(n²).
+    let known_silhouette = clustering.selection.as_ref().and_then(|selection| {
+        selection
+            .candidates
+            .iter()
+            .find(|c| c.k == selection.chosen)
+            .map(|c| c.silhouette)
+    });
     progress.start("measuring", 0);
     let (quality, map_summaries, map_facts) = stages.run("metrics", || {
         measure(
             x.view(),
             &partition,
             &fit,
+            known_silhouette,
             &table.labels,
             request.table.label_column.as_deref(),
             &maps,
@@ -547,6 +557,7 @@ type Measured = (Quality, BTreeMap<String, MapSummary>, Vec<MapFacts>);
 /// Validity of the segments and faithfulness of each map.
 /// Validity of the segments and faithfulness of each map. Quadratic measures (silhouette,
 /// trustworthiness, map neighbourhoods) use the fit set; the others use everyone.
+/// `known_silhouette` is the fit set's silhouette when choosing k already computed it.
 #[allow(
     clippy::too_many_arguments,
     reason = "one call site; the inputs are the run's parts"
@@ -555,6 +566,7 @@ fn measure(
     x: ArrayView2<f64>,
     partition: &Partition,
     fit: &FitSet,
+    known_silhouette: Option<f64>,
     labels: &Option<Vec<String>>,
     label_column: Option<&str>,
     maps: &[DrawnMap],
@@ -581,9 +593,13 @@ fn measure(
         .len();
     let fit_internal = fit_k >= 2 && fit_k < fit_clustered.len();
     let quality = Quality {
-        silhouette: fit_internal
-            .then(|| silhouette_score(x.select(Axis(0), &fit_clustered).view(), &fit_segment_of))
-            .transpose()?,
+        silhouette: match known_silhouette {
+            Some(known) => Some(Ok(known)),
+            None => fit_internal.then(|| {
+                silhouette_score(x.select(Axis(0), &fit_clustered).view(), &fit_segment_of)
+            }),
+        }
+        .transpose()?,
         davies_bouldin: internal
             .then(|| davies_bouldin_score(clustered.view(), &segment_of))
             .transpose()?,
