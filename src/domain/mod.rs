@@ -7,6 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod document;
+
+pub use document::{BrowsingDocument, TermKind, WeightedTerm};
+
 /// Per-customer segment membership with dense, size-ordered segment indices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partition {
