@@ -17,6 +17,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod domain;
+pub mod embedding;
 pub mod features;
 pub mod ingest;
 pub mod narrative;

@@ -42,6 +42,8 @@ pub struct Settings {
     pub validity: ValiditySettings,
     /// Thresholds that turn numbers into caveats.
     pub caveats: CaveatThresholds,
+    /// How browsing histories become vectors (local or an OpenAI-compatible endpoint).
+    pub embedding: crate::embedding::EmbeddingSettings,
 }
 
 /// Seed and threads.
