@@ -42,6 +42,10 @@ pub struct Settings {
     pub validity: ValiditySettings,
     /// Thresholds that turn numbers into caveats.
     pub caveats: CaveatThresholds,
+    /// How transaction files (UCI Online Retail II layout) are read.
+    pub transactions: crate::ingest::store::TransactionSettings,
+    /// How browsing-event files (REES46 layout) are read and recency-weighted.
+    pub events: crate::ingest::store::EventSettings,
 }
 
 /// Seed and threads.
