@@ -44,6 +44,10 @@ pub struct Settings {
     pub caveats: CaveatThresholds,
     /// How browsing histories become vectors (local or an OpenAI-compatible endpoint).
     pub embedding: crate::embedding::EmbeddingSettings,
+    /// How transaction files (UCI Online Retail II layout) are read.
+    pub transactions: crate::ingest::store::TransactionSettings,
+    /// How browsing-event files (REES46 layout) are read and recency-weighted.
+    pub events: crate::ingest::store::EventSettings,
 }
 
 /// Seed and threads.

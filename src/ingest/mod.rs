@@ -5,7 +5,12 @@
 //! cannot use are dropped, counted per reason and reported, never silently.
 
 pub mod feature_table;
+pub mod store;
 
 pub use feature_table::{
     FeatureTable, FeatureTableSpec, IngestError, IngestReport, read_feature_table,
+};
+pub use store::{
+    BrowsingLog, EventSettings, SourceReport, StoreIngestError, TransactionLedger,
+    TransactionSettings, read_events, read_transactions,
 };
