@@ -42,6 +42,8 @@ pub struct Settings {
     pub validity: ValiditySettings,
     /// Thresholds that turn numbers into caveats.
     pub caveats: CaveatThresholds,
+    /// Where customer vectors and payloads are stored (embedded Qdrant or a server).
+    pub store: crate::store::StoreSettings,
 }
 
 /// Seed and threads.
