@@ -76,10 +76,11 @@ impl fmt::Debug for EdgeStore {
     }
 }
 
-/// Size of the write-ahead log, which qdrant-edge 0.7.2 never truncates.
+/// Size of the write-ahead log, which qdrant-edge 0.7.2 never truncates. The WAL grows in
+/// preallocated segment files (32 MiB by default), so this moves in those steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalUsage {
-    /// Bytes on disk under `wal/`.
+    /// Bytes allocated on disk under `wal/`.
     pub bytes: u64,
     /// Files under `wal/`.
     pub files: usize,
@@ -215,13 +216,26 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 
 fn open_shard(dir: &Path, spec: &CollectionSpec) -> Result<EdgeShard, StoreError> {
     finish_interrupted_swap(dir)?;
+    // The engine locks its WAL; a second handle fails with an opaque "WouldBlock" that is
+    // worth naming, since two segscope processes on one data directory is the usual cause.
+    let locked = |operation: &'static str| {
+        move |e: OperationError| {
+            if e.to_string().contains("WouldBlock") {
+                StoreError::Locked {
+                    path: dir.display().to_string(),
+                }
+            } else {
+                engine(operation)(e)
+            }
+        }
+    };
     let shard = if dir.join(EDGE_CONFIG_FILE).is_file() {
-        let shard = EdgeShard::load(dir, None).map_err(engine("load"))?;
+        let shard = EdgeShard::load(dir, None).map_err(locked("load"))?;
         check_schema(&shard, spec)?;
         shard
     } else {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        EdgeShard::new(dir, edge_config(spec)).map_err(engine("create"))?
+        EdgeShard::new(dir, edge_config(spec)).map_err(locked("create"))?
     };
     ensure_customer_index(&shard)?;
     Ok(shard)

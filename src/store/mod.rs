@@ -414,6 +414,13 @@ pub enum StoreError {
         /// The engine's message.
         message: String,
     },
+    /// The embedded store's directory is already open (its WAL is locked), in this process
+    /// or another: one process, one handle per data directory.
+    #[error("{path}: the store is already open in this or another process (its WAL is locked)")]
+    Locked {
+        /// The store directory.
+        path: String,
+    },
     /// Filesystem work around the embedded engine failed (directories, compaction swap).
     #[error("{path}: {source}")]
     Io {
