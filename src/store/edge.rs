@@ -12,6 +12,14 @@
 //! - the WAL is never truncated, so [`EdgeStore::compact`] rebuilds the shard into a fresh
 //!   directory and swaps it in by renames; an interrupted swap is finished on the next open.
 //!
+//! Measured (`examples/store_edge_bench.rs`, dev profile with dependencies at opt-level 3,
+//! 2 shared cores, 20,000 customers x 32-d cosine + 3-d euclid): upsert about 75-80k
+//! points/s including the flush; the exact kNN graph (k = 15) 9 s, against 3.8 s for
+//! `analysis::knn::exact_knn` on the same vectors (identical neighbours). The WAL starts at
+//! two preallocated 32 MiB files (67.1 MB), still 67.1 MB after 100,000 more point writes,
+//! 201.3 MB after 600,000 (about 0.3 KB per point write); `compact()` took 0.6 s and brought
+//! it back to 67.1 MB.
+//!
 //! HNSW is never built here (no `optimize()` call): the shard stays a plain, exact scan,
 //! which at segscope's sizes (tens of thousands of customers) costs about a millisecond per
 //! query and gives exact neighbours.
@@ -36,10 +44,10 @@ use serde_json::{Map, Value};
 
 use super::{
     CUSTOMER_ID_KEY, CollectionSpec, CustomerPoint, Distance, MatchValue, Neighbour,
-    NeighbourGraph, PayloadFilter, PointIdMapper, StoreError, StoredCustomer, UpsertSummary,
-    VectorStore, assemble_graph, check_k, check_points, check_stored_owner, describe_vectors,
-    json_path, merged_upsert_payload, plan_payload_writes, point_ids_of, stored_customer_id,
-    unknown_vector,
+    NeighbourGraph, PayloadFilter, PointIdMapper, RERANK_MARGIN, StoreError, StoredCustomer,
+    UpsertSummary, VectorStore, assemble_graph, check_k, check_points, check_stored_owner,
+    describe_vectors, json_path, merged_upsert_payload, plan_payload_writes, point_ids_of,
+    stored_customer_id, unknown_vector,
 };
 
 const BACKEND: &str = "edge";
@@ -683,7 +691,7 @@ impl Inner {
                         )),
                         filter: filter.clone(),
                         params: Some(exact),
-                        limit: k + 1,
+                        limit: k + 1 + RERANK_MARGIN,
                         offset: 0,
                         with_payload: None,
                         with_vector: None,

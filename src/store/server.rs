@@ -37,10 +37,10 @@ use serde_json::{Map, Number, Value};
 
 use super::{
     ApiKey, CUSTOMER_ID_KEY, CollectionSpec, CustomerPoint, Distance, MatchValue, Neighbour,
-    NeighbourGraph, PayloadFilter, PointIdMapper, ServerSettings, StoreError, StoredCustomer,
-    UpsertSummary, VectorStore, assemble_graph, check_k, check_points, check_stored_owner,
-    describe_vectors, json_path, merged_upsert_payload, normalised, plan_payload_writes,
-    point_ids_of, stored_customer_id, unknown_vector,
+    NeighbourGraph, PayloadFilter, PointIdMapper, RERANK_MARGIN, ServerSettings, StoreError,
+    StoredCustomer, UpsertSummary, VectorStore, assemble_graph, check_k, check_points,
+    check_stored_owner, describe_vectors, json_path, merged_upsert_payload, normalised,
+    plan_payload_writes, point_ids_of, stored_customer_id, unknown_vector,
 };
 
 const BACKEND: &str = "server";
@@ -665,7 +665,7 @@ impl VectorStore for ServerStore {
                     let mut s = SearchPointsBuilder::new(
                         self.inner.spec.name.clone(),
                         v.clone(),
-                        (k + 1) as u64,
+                        (k + 1 + RERANK_MARGIN) as u64,
                     )
                     .vector_name(vector)
                     .params(SearchParamsBuilder::default().exact(true));
