@@ -24,3 +24,4 @@ pub mod narrative;
 pub mod pipeline;
 pub mod report;
 pub mod settings;
+pub mod store;

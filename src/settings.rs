@@ -48,6 +48,8 @@ pub struct Settings {
     pub transactions: crate::ingest::store::TransactionSettings,
     /// How browsing-event files (REES46 layout) are read and recency-weighted.
     pub events: crate::ingest::store::EventSettings,
+    /// Where customer vectors and payloads are stored (embedded Qdrant or a server).
+    pub store: crate::store::StoreSettings,
 }
 
 /// Seed and threads.
