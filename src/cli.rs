@@ -3,19 +3,24 @@
 //!
 //! Exit status: 0 success; 1 internal error (a bug or an unexpected library failure);
 //! 2 usage error (unknown flag, bad value); 3 the input data cannot support the run (the
-//! message names file, line and column); 4 configuration error; 5 output cannot be written.
+//! message names file, line and column); 4 configuration error; 5 output cannot be written;
+//! 6 an outside service failed (embedding API, Qdrant server, or the embedded store's files).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{ArgAction, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::analysis::progress::Progress;
+use crate::demo::{DemoError, DemoRequest, MIN_DEMO_CUSTOMERS, run_demo};
 use crate::domain::{MapMethod, Method, Scaling};
 use crate::ingest::FeatureTableSpec;
-use crate::pipeline::{PipelineError, SegmentRequest, run_segment};
-use crate::report::ReportError;
+use crate::pipeline::{
+    PipelineError, SegmentRequest, StoreSegmentRequest, run_segment, run_store_segment,
+};
+use crate::report::{ReportError, SegmentsDocument};
 use crate::settings::{KSetting, Settings, SettingsError};
 
 /// See, trust and talk about customer segments.
@@ -36,19 +41,61 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Segment a numeric feature table and write segments.json, assignments.csv and report.html.
+    /// Segment a numeric feature table (--features) or store data (--transactions and/or
+    /// --events) and write segments.json, assignments.csv and report.html.
     Segment(SegmentArgs),
+    /// Generate a synthetic store with planted segments and run the whole pipeline on it.
+    Demo(DemoArgs),
+}
+
+/// `segscope demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Output directory: the generated store goes to DIR/data, the run's files to DIR.
+    #[arg(long, value_name = "DIR", default_value = "out/demo")]
+    pub out: PathBuf,
+    /// Customers in the synthetic store.
+    #[arg(long, value_name = "N", default_value_t = 5_000)]
+    pub customers: usize,
+    /// Seed of every random choice (the store's and the run's).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Settings file (TOML) overriding config/default.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the vector store and embedding cache live (default: DIR/store).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// `segscope segment`.
 #[derive(Debug, clap::Args)]
 pub struct SegmentArgs {
     /// CSV with an id column, numeric feature columns and optionally a label column.
-    #[arg(long, value_name = "F.csv")]
-    pub features: PathBuf,
-    /// Column holding the customer id.
+    #[arg(
+        long,
+        value_name = "F.csv",
+        conflicts_with_all = ["transactions", "events"],
+        required_unless_present_any = ["transactions", "events"],
+        requires = "id_column"
+    )]
+    pub features: Option<PathBuf>,
+    /// Column holding the customer id (feature tables).
     #[arg(long, value_name = "ID")]
-    pub id_column: String,
+    pub id_column: Option<String>,
+    /// Transactions in the Online Retail II layout (CSV, optionally gzip-compressed).
+    #[arg(long, value_name = "T.csv")]
+    pub transactions: Option<PathBuf>,
+    /// Browsing events in the REES46 layout (CSV, optionally gzip-compressed).
+    #[arg(long, value_name = "E.csv")]
+    pub events: Option<PathBuf>,
+    /// Ignore store data after this instant and measure recency from it (a date such as
+    /// 2026-11-01, or an RFC 3339 instant; dates mean the end of that day, UTC).
+    #[arg(long, value_name = "DATE", value_parser = parse_as_of)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Where the vector store and embedding cache live (store data; default: OUT/store).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Column with known classes, used only to check the segments (ARI, NMI, map separation).
     #[arg(long, value_name = "L")]
     pub label_column: Option<String>,
@@ -87,9 +134,15 @@ pub enum CliError {
     /// The run failed.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
-    /// The thread pool could not be set up.
+    /// The thread pool or async runtime could not be set up.
     #[error("cannot start worker threads: {0}")]
     Threads(String),
+    /// Arguments that parse but do not make sense together.
+    #[error("{0}")]
+    Usage(String),
+    /// The demo's store could not be generated, or its run failed.
+    #[error(transparent)]
+    Demo(#[from] DemoError),
 }
 
 impl CliError {
@@ -97,18 +150,30 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Settings(_) => 4,
-            CliError::Pipeline(PipelineError::Report(ReportError::Io { .. })) => 5,
-            CliError::Pipeline(e) if e.is_input_problem() => 3,
-            CliError::Pipeline(_) | CliError::Threads(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Demo(DemoError::Generate { .. }) => 5,
+            CliError::Pipeline(e) | CliError::Demo(DemoError::Pipeline(e)) => match e {
+                PipelineError::Report(ReportError::Io { .. }) => 5,
+                PipelineError::Embedding(_) | PipelineError::Store(_) => 6,
+                e if e.is_input_problem() => 3,
+                _ => 1,
+            },
+            CliError::Threads(_) => 1,
         }
     }
 }
 
-/// Turns `segment` arguments into a validated request: settings layered, flags applied last.
-pub fn segment_request(
-    args: &SegmentArgs,
-    threads: Option<usize>,
-) -> Result<SegmentRequest, CliError> {
+/// What `segment` was asked to do.
+#[derive(Debug, Clone)]
+pub enum SegmentCommand {
+    /// A numeric feature table.
+    Table(SegmentRequest),
+    /// Transactions and/or browsing events.
+    Store(StoreSegmentRequest),
+}
+
+/// Settings layered (defaults, `--config`, environment), then the flags applied last.
+fn layered_settings(args: &SegmentArgs, threads: Option<usize>) -> Result<Settings, CliError> {
     let mut settings = Settings::load(args.config.as_deref())?;
     if let Some(k) = args.k {
         settings.segment.k = k;
@@ -136,46 +201,141 @@ pub fn segment_request(
         };
     }
     settings.validate()?;
-    Ok(SegmentRequest {
-        features: args.features.clone(),
-        table: FeatureTableSpec {
-            id_column: args.id_column.clone(),
-            label_column: args.label_column.clone(),
-            delimiter: settings.delimiter_byte(),
-        },
-        out_dir: args.out.clone(),
-        settings,
-    })
+    Ok(settings)
+}
+
+/// Turns `segment` arguments into a validated request: settings layered, flags applied last.
+pub fn segment_request(
+    args: &SegmentArgs,
+    threads: Option<usize>,
+) -> Result<SegmentCommand, CliError> {
+    let settings = layered_settings(args, threads)?;
+    match (&args.features, &args.id_column) {
+        (Some(features), Some(id_column)) => Ok(SegmentCommand::Table(SegmentRequest {
+            features: features.clone(),
+            table: FeatureTableSpec {
+                id_column: id_column.clone(),
+                label_column: args.label_column.clone(),
+                delimiter: settings.delimiter_byte(),
+            },
+            out_dir: args.out.clone(),
+            settings,
+        })),
+        // clap guarantees --features comes with --id-column and excludes store inputs.
+        _ => Ok(SegmentCommand::Store(StoreSegmentRequest {
+            transactions: args.transactions.clone(),
+            events: args.events.clone(),
+            as_of: args.as_of,
+            labels: None,
+            data_dir: args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| args.out.join("store")),
+            out_dir: args.out.clone(),
+            settings,
+        })),
+    }
+}
+
+/// `--as-of`: a date (the end of that day, UTC) or an RFC 3339 instant.
+fn parse_as_of(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("'{text}' is not a date: use YYYY-MM-DD or an RFC 3339 instant"))
+}
+
+/// A worker pool of the configured size; results do not depend on it.
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, CliError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| CliError::Threads(e.to_string()))
+}
+
+/// The async runtime for outside services (embedding API, Qdrant).
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Threads(e.to_string()))
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     init_logging(cli.verbose);
+    let progress = BarProgress::default();
     match &cli.command {
-        Command::Segment(args) => {
-            let request = segment_request(args, cli.threads)?;
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(request.settings.run.threads)
-                .build()
-                .map_err(|e| CliError::Threads(e.to_string()))?;
-            let progress = BarProgress::default();
-            let run = pool.install(|| run_segment(&request, &progress))?;
-            let doc = &run.document;
-            let silhouette = doc
-                .quality
-                .silhouette
-                .map(|s| format!(", silhouette {s:.3}"))
-                .unwrap_or_default();
-            println!(
-                "{} segments of {} customers ({}{silhouette}); report: {}",
-                doc.k,
-                doc.n_customers,
-                doc.method.key(),
-                run.out_dir.join("report.html").display()
-            );
+        Command::Segment(args) => match segment_request(args, cli.threads)? {
+            SegmentCommand::Table(request) => {
+                let pool = thread_pool(request.settings.run.threads)?;
+                let run = pool.install(|| run_segment(&request, &progress))?;
+                print_summary(&run.document, &run.out_dir);
+                Ok(())
+            }
+            SegmentCommand::Store(request) => {
+                let pool = thread_pool(request.settings.run.threads)?;
+                let runtime = runtime()?;
+                let handle = runtime.handle().clone();
+                let run = pool.install(|| run_store_segment(&request, &handle, &progress))?;
+                print_summary(&run.document, &run.out_dir);
+                Ok(())
+            }
+        },
+        Command::Demo(args) => {
+            let mut settings = Settings::load(args.config.as_deref())?;
+            if let Some(seed) = args.seed {
+                settings.run.seed = seed;
+            }
+            if let Some(threads) = cli.threads {
+                settings.run.threads = threads;
+            }
+            settings.validate()?;
+            if args.customers < MIN_DEMO_CUSTOMERS {
+                return Err(CliError::Usage(format!(
+                    "--customers {}: the demo plants six segments and needs at least {MIN_DEMO_CUSTOMERS} customers",
+                    args.customers
+                )));
+            }
+            let request = DemoRequest {
+                customers: args.customers,
+                data_dir: args
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| args.out.join("store")),
+                out_dir: args.out.clone(),
+                settings,
+            };
+            let pool = thread_pool(request.settings.run.threads)?;
+            let runtime = runtime()?;
+            let handle = runtime.handle().clone();
+            let demo = pool.install(|| run_demo(&request, &handle, &progress))?;
+            println!("{}", demo.summary_table());
+            print_summary(&demo.run.document, &demo.run.out_dir);
             Ok(())
         }
     }
+}
+
+/// The one line every `segment` and `demo` run ends with.
+fn print_summary(doc: &SegmentsDocument, out_dir: &std::path::Path) {
+    let silhouette = doc
+        .quality
+        .silhouette
+        .map(|s| format!(", silhouette {s:.3}"))
+        .unwrap_or_default();
+    println!(
+        "{} segments of {} customers ({}{silhouette}); report: {}",
+        doc.k,
+        doc.n_customers,
+        doc.method.key(),
+        out_dir.join("report.html").display()
+    );
 }
 
 fn init_logging(verbose: u8) {

@@ -3,19 +3,25 @@
 //! The crate is layered so that dependencies point one way:
 //!
 //! - transports: [`cli`] (the `segscope` binary) turns arguments into validated commands;
-//! - use cases: [`pipeline`] runs ingest → scale → cluster → map → measure → narrate → report;
-//! - capabilities: [`ingest`] (files to validated tables), [`features`] (scaling),
-//!   [`analysis`] (CPU-only maths on ndarray: clustering, maps, validity), [`narrative`]
-//!   (names, descriptions and caveats written from the numbers), [`report`] (the files a run
-//!   writes: `segments.json`, `assignments.csv`, `report.html`);
+//! - use cases: [`pipeline`] runs ingest → features → embed → store → cluster → map →
+//!   measure → narrate → report, for feature tables and for store data; [`demo`] runs it on
+//!   a synthetic store with planted segments;
+//! - capabilities: [`ingest`] (files to validated tables and per-customer records),
+//!   [`features`] (scaling, RFM, browsing behaviour), [`embedding`] (browsing histories to
+//!   vectors: local or an OpenAI-compatible API), [`store`] (Qdrant: embedded or server),
+//!   [`analysis`] (CPU-only maths on ndarray: clustering, maps, validity, KPIs),
+//!   [`narrative`] (names, descriptions and caveats written from the numbers), [`report`]
+//!   (the files a run writes: `segments.json`, `assignments.csv`, `report.html`);
 //! - [`domain`]: plain data with invariants, no I/O.
 //!
 //! Nothing in [`domain`] or [`analysis`] does I/O or touches an async runtime; every random
 //! choice draws from an RNG seeded by the run's settings, and every parallel reduction is
-//! ordered so that results do not depend on the number of threads.
+//! ordered so that results do not depend on the number of threads. async-openai appears only
+//! in [`embedding`], the qdrant crates only in [`store`].
 
 pub mod analysis;
 pub mod cli;
+pub mod demo;
 pub mod domain;
 pub mod embedding;
 pub mod features;

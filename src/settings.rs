@@ -40,6 +40,8 @@ pub struct Settings {
     pub tsne: TsneSettings,
     /// Validity measures.
     pub validity: ValiditySettings,
+    /// How store data becomes the clustering space.
+    pub customer_matrix: CustomerMatrixSettings,
     /// Thresholds that turn numbers into caveats.
     pub caveats: CaveatThresholds,
     /// How browsing histories become vectors (local or an OpenAI-compatible endpoint).
@@ -184,6 +186,19 @@ pub struct ValiditySettings {
     pub trustworthiness_neighbors: usize,
 }
 
+/// How store data becomes the clustering space: each block of columns is scaled so that its
+/// total variance equals its weight (see `pipeline::store_segment`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerMatrixSettings {
+    /// Weight of recency, frequency and monetary value.
+    pub rfm_weight: f64,
+    /// Weight of browsing behaviour (views, sessions, conversion).
+    pub behaviour_weight: f64,
+    /// Weight of the browsing-history embedding.
+    pub browsing_weight: f64,
+}
+
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -244,6 +259,24 @@ impl Settings {
     )]
     pub fn validate(&self) -> Result<(), SettingsError> {
         let bad = |m: String| Err(SettingsError::Invalid(m));
+        if let Err(e) = self.embedding.validate() {
+            return bad(e.to_string());
+        }
+        let weights = &self.customer_matrix;
+        for (key, w) in [
+            ("rfm_weight", weights.rfm_weight),
+            ("behaviour_weight", weights.behaviour_weight),
+            ("browsing_weight", weights.browsing_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return bad(format!(
+                    "customer_matrix.{key} = {w}: must be a finite number of at least 0"
+                ));
+            }
+        }
+        if weights.rfm_weight + weights.behaviour_weight + weights.browsing_weight <= 0.0 {
+            return bad("customer_matrix: at least one weight must be above 0".into());
+        }
         if self.input.delimiter.len() != 1 || !self.input.delimiter.is_ascii() {
             return bad(format!(
                 "input.delimiter = {:?}: must be exactly one ASCII character",

@@ -7,6 +7,7 @@
 
 pub mod clustering;
 pub mod knn;
+pub mod kpis;
 pub mod maps;
 pub mod profile;
 pub mod progress;

@@ -9,6 +9,7 @@
 pub mod builtin;
 pub mod caveats;
 pub mod reading;
+pub mod store_names;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,11 +1,17 @@
-//! The use cases, each a sequence of capabilities: for now, segmenting a feature table
-//! ([`segment`]). Store data, weekly tracking and the service join here later.
+//! The use cases, each a sequence of capabilities: segmenting a feature table
+//! ([`segment`]) or store data ([`store_segment`]), both on the shared core engine
+//! (`engine`). Weekly tracking and the service join here later.
 //!
 //! A pipeline owns stage order, timings and what goes into the output files; the maths
 //! stays in [`crate::analysis`], the words in [`crate::narrative`], the file formats in
 //! [`crate::report`].
 
+mod engine;
+mod error;
 pub mod fit_sample;
 pub mod segment;
+pub mod store_segment;
 
-pub use segment::{PipelineError, SegmentRequest, SegmentRun, run_segment};
+pub use error::PipelineError;
+pub use segment::{SegmentRequest, SegmentRun, run_segment};
+pub use store_segment::{StoreSegmentRequest, StoreSegmentRun, run_store_segment};

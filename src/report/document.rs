@@ -10,11 +10,14 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::analysis::clustering::KSelection;
+use crate::analysis::kpis::BusinessKpis;
 use crate::analysis::profile::FeatureProfile;
 use crate::analysis::separation::{LabelOverlap, SplitSegment};
 use crate::domain::Method;
+use crate::embedding::EmbedderInfo;
 use crate::features::FittedScaler;
 use crate::ingest::IngestReport;
+use crate::ingest::store::SourceReport;
 use crate::narrative::Caveat;
 use crate::settings::Settings;
 
@@ -39,8 +42,12 @@ pub struct SegmentsDocument {
     /// Label column compared against, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label_column: Option<String>,
-    /// What was read and dropped, with the input's SHA-256.
-    pub input: IngestReport,
+    /// For a feature table: what was read and dropped, with the input's SHA-256.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<IngestReport>,
+    /// For store data: both files' reports, coverage, embedder, matrix and store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreRunSummary>,
     /// The scaling applied before clustering and mapping.
     pub scaling: FittedScaler,
     /// Present when segments and neighbourhood maps were fitted on a sample.
@@ -170,11 +177,83 @@ pub struct SegmentEntry {
     pub caveats: Vec<Caveat>,
 }
 
-/// A feature-table segment's key figures.
+/// A segment's key figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct SegmentKpis {
     /// Each feature's mean, median, overall mean and standardized difference.
     pub features: Vec<FeatureProfile>,
+    /// Business KPIs, for store data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub business: Option<BusinessKpis>,
+}
+
+/// Who is in the run, by which files they appear in.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CustomerCoverage {
+    /// Customers in the run.
+    pub total: usize,
+    /// With at least one non-cancelled invoice.
+    pub buyers: usize,
+    /// With at least one browsing event.
+    pub browsers: usize,
+    /// Both.
+    pub both: usize,
+    /// In the transactions only.
+    pub transactions_only: usize,
+    /// In the events only.
+    pub events_only: usize,
+    /// In the transactions with cancellations only (no purchase to measure RFM from).
+    pub only_cancellations: usize,
+}
+
+/// How the customer matrix was built.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MatrixSummary {
+    /// Total variance given to the RFM block.
+    pub rfm_weight: f64,
+    /// Total variance given to the browsing-behaviour block.
+    pub behaviour_weight: f64,
+    /// Total variance given to the browsing embedding (0 when nobody browsed).
+    pub browsing_weight: f64,
+    /// Columns of the clustering space.
+    pub columns: usize,
+}
+
+/// Where the customers were stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoreSummary {
+    /// `edge` or `server`.
+    pub backend: String,
+    /// Collection name.
+    pub collection: String,
+    /// Points written (one per customer).
+    pub points_written: usize,
+    /// Payload key under which this run's segments are kept (`segments.<run_id>`).
+    pub run_id: String,
+}
+
+/// The store-data part of `segments.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreRunSummary {
+    /// What was read from the transactions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<SourceReport>,
+    /// What was read from the events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<SourceReport>,
+    /// Recency and recency weights are measured from this instant (RFC 3339).
+    pub reference_time: String,
+    /// Whether the reference time is the `--as-of` date or the end of the data.
+    pub reference: &'static str,
+    /// Who is in the run.
+    pub customers: CustomerCoverage,
+    /// The embedder used for browsing histories (absent when nobody browsed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<EmbedderInfo>,
+    /// How the clustering space was built.
+    pub matrix: MatrixSummary,
+    /// Where the customers were stored.
+    pub store: StoreSummary,
 }
 
 /// `run.json`: what varies between identical runs, plus what identifies the run.

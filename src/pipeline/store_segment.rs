@@ -1,0 +1,797 @@
+//! `segscope segment --transactions T --events E`: store data to segments a marketer can act
+//! on. Ingest (streamed) → per-customer RFM, browsing behaviour and browsing documents →
+//! embedding → the customer matrix → Qdrant (one point per customer) → the core engine
+//! (cluster, stability, maps, validity) → business KPIs → narrative → report, and each
+//! customer's segment written back to the store.
+//!
+//! # The customer matrix
+//!
+//! Three blocks, each scaled so that its *total* variance equals its configured weight
+//! (`customer_matrix.*_weight`): otherwise a 32-dimensional embedding would outvote three
+//! RFM columns by sheer column count, and the weighting would change with the embedder's
+//! dimensions.
+//! - RFM: recency in days, `ln(1 + frequency)`, signed `ln(1 + |monetary|)` (revenue and
+//!   orders are heavy-tailed: one wholesaler should not be a segment of its own), scaled by
+//!   `segment.scale`. A customer who never bought has frequency and monetary 0 and the
+//!   recency of the whole observed window (nobody bought later than "never").
+//! - Browsing behaviour: `ln(1 + views)`, `ln(1 + sessions)` and conversion, scaled by
+//!   `segment.scale`; zeros for a customer who never browsed.
+//! - Browsing embedding: the embedder's vector (unit length), the zero vector for a
+//!   customer who never browsed.
+//!
+//! Customers present in only one file are kept: the zeros above are exact statements ("no
+//! orders", "no views"), and the coverage is reported (`store.customers`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use ndarray::{Array2, Axis, s};
+use sha2::{Digest, Sha256};
+
+use crate::analysis::kpis::{
+    self, BrowsingFacts, CustomerFacts, InterestKind, Interests, PurchaseFacts,
+};
+use crate::analysis::profile::profile_segments;
+use crate::analysis::progress::Progress;
+use crate::domain::{BrowsingDocument, Method};
+use crate::embedding::{ConfiguredEmbedder, Embedder};
+use crate::features::browsing::behaviour;
+use crate::features::fit_scaler;
+use crate::features::rfm::rfm;
+use crate::ingest::store::{
+    BrowsingLog, CustomerBrowsing, CustomerPurchases, SourceReport, TransactionLedger, read_events,
+    read_transactions,
+};
+use crate::narrative::store_names::{BaseMedians, name_store_segments};
+use crate::narrative::{self, CaveatFacts};
+use crate::pipeline::PipelineError;
+use crate::pipeline::engine::{self, Stages, Subject};
+use crate::report::document::{
+    CustomerCoverage, MatrixSummary, NoiseSummary, SCHEMA_VERSION, SamplingSummary, SegmentEntry,
+    SegmentKpis, StoreRunSummary, StoreSummary,
+};
+use crate::report::{ReportError, RunRecord, SegmentsDocument, write_atomically};
+use crate::settings::Settings;
+use crate::store::{
+    CollectionSpec, ConfiguredStore, CustomerPoint, Distance, StoreBackend, VectorSpec, VectorStore,
+};
+
+/// Named vector holding the browsing embedding.
+pub const BROWSING_VECTOR: &str = "browsing";
+/// Named vector holding the scaled RFM block.
+pub const RFM_VECTOR: &str = "rfm";
+
+/// A validated request to segment store data.
+#[derive(Debug, Clone)]
+pub struct StoreSegmentRequest {
+    /// Transactions (Online Retail II layout), if any.
+    pub transactions: Option<PathBuf>,
+    /// Browsing events (REES46 layout), if any.
+    pub events: Option<PathBuf>,
+    /// Ignore data after this instant and measure recency from it.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Known classes per customer id (the demo's planted personas), used only to check the
+    /// segments.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Where the vector store keeps its files (the embedded engine) and the embedding cache.
+    pub data_dir: PathBuf,
+    /// Effective settings.
+    pub settings: Settings,
+    /// Output directory.
+    pub out_dir: PathBuf,
+}
+
+/// What a finished store run produced.
+#[derive(Debug, Clone)]
+pub struct StoreSegmentRun {
+    /// The contents of `segments.json`.
+    pub document: SegmentsDocument,
+    /// Seconds per stage.
+    pub timings: BTreeMap<String, f64>,
+    /// Where the files are.
+    pub out_dir: PathBuf,
+}
+
+/// The interpretable per-customer columns, profiled per segment in the report.
+const PROFILE_COLUMNS: [&str; 6] = [
+    "recency_days",
+    "frequency",
+    "monetary",
+    "views",
+    "sessions",
+    "conversion",
+];
+
+/// One customer's ingested records.
+struct Customer<'a> {
+    id: &'a str,
+    purchases: Option<&'a CustomerPurchases>,
+    browsing: Option<&'a CustomerBrowsing>,
+}
+
+/// Runs the store pipeline; async parts (embedding API, Qdrant) run on `runtime`, which must
+/// not be the caller's own runtime thread (call from a plain or `spawn_blocking` thread).
+pub fn run_store_segment(
+    request: &StoreSegmentRequest,
+    runtime: &tokio::runtime::Handle,
+    progress: &dyn Progress,
+) -> Result<StoreSegmentRun, PipelineError> {
+    let settings = &request.settings;
+    let seed = settings.run.seed;
+    let mut stages = Stages::new(progress);
+    let mut warnings = Vec::new();
+    if request.transactions.is_none() && request.events.is_none() {
+        return Err(PipelineError::Unsupported {
+            file: "(none)".into(),
+            message: "store data needs --transactions, --events or both".into(),
+        });
+    }
+
+    let delimiter = settings.delimiter_byte();
+    let ledger = match &request.transactions {
+        Some(path) => {
+            progress.start("reading transactions", 0);
+            Some(stages.run("ingest_transactions", || {
+                read_transactions(
+                    path,
+                    &settings.transactions,
+                    delimiter,
+                    request.as_of,
+                    progress,
+                )
+            })?)
+        }
+        None => None,
+    };
+    let log = match &request.events {
+        Some(path) => {
+            progress.start("reading events", 0);
+            Some(stages.run("ingest_events", || {
+                read_events(path, &settings.events, delimiter, request.as_of, progress)
+            })?)
+        }
+        None => None,
+    };
+    let source = source_name(ledger.as_ref(), log.as_ref());
+    for report in ledger
+        .iter()
+        .map(|l| &l.report)
+        .chain(log.iter().map(|l| &l.report))
+    {
+        if let Some(warning) = skipped_lines_warning(report) {
+            warnings.push(warning);
+        }
+    }
+    let reference = match request.as_of {
+        Some(at) => at,
+        None => {
+            data_end(ledger.as_ref(), log.as_ref()).ok_or_else(|| PipelineError::Unsupported {
+                file: source.clone(),
+                message: "no usable rows: nothing to segment".into(),
+            })?
+        }
+    };
+
+    progress.start("building features", 0);
+    let customers = join_customers(ledger.as_ref(), log.as_ref());
+    let coverage = coverage(&customers);
+    let window_days = observation_window_days(ledger.as_ref(), reference);
+    let features = stages.run("features", || {
+        CustomerFeatures::build(&customers, reference, window_days, settings)
+    });
+
+    progress.start("embedding browsing histories", 0);
+    let browsing_docs: Vec<BrowsingDocument> = features
+        .documents
+        .iter()
+        .filter(|d| !d.is_empty())
+        .cloned()
+        .collect();
+    // Nobody browsed (no events file, or no usable events): there is nothing to embed, and
+    // the local embedder would have no vocabulary to learn.
+    let started = std::time::Instant::now();
+    let embedder = if browsing_docs.is_empty() {
+        None
+    } else {
+        let mut embedding_settings = settings.embedding.clone();
+        let cache = &mut embedding_settings.openai.cache_dir;
+        if !cache.is_empty() && PathBuf::from(&*cache).is_relative() {
+            *cache = request.data_dir.join(&*cache).display().to_string();
+        }
+        Some(ConfiguredEmbedder::build(
+            &embedding_settings,
+            &browsing_docs,
+            seed,
+        )?)
+    };
+    let embeddings = match &embedder {
+        Some(embedder) => runtime.block_on(embedder.embed(&features.documents, progress))?,
+        None => Array2::zeros((features.documents.len(), 0)),
+    };
+    // Fitting the local embedder is part of embedding: time both as one stage.
+    stages
+        .timings
+        .insert("embed".into(), started.elapsed().as_secs_f64());
+    progress.finish();
+    let info = embedder.as_ref().map(Embedder::describe);
+
+    progress.start("building the customer matrix", 0);
+    let (x, scaler, matrix) = stages.run("matrix", || {
+        customer_matrix(&features, &embeddings, settings)
+    });
+
+    let labels: Option<Vec<String>> = request.labels.as_ref().map(|truth| {
+        customers
+            .iter()
+            .map(|c| truth.get(c.id).cloned().unwrap_or_else(|| "unknown".into()))
+            .collect()
+    });
+    let ids: Vec<String> = customers.iter().map(|c| c.id.to_string()).collect();
+    let run_id = run_id(ledger.as_ref(), log.as_ref(), settings, request.as_of);
+
+    progress.start("storing customers", 0);
+    let collection = CollectionSpec {
+        name: settings.store.collection.clone(),
+        vectors: embedder
+            .as_ref()
+            .map(|e| VectorSpec {
+                name: BROWSING_VECTOR.into(),
+                dimensions: e.dimensions(),
+                distance: Distance::Cosine,
+            })
+            .into_iter()
+            .chain([VectorSpec {
+                name: RFM_VECTOR.into(),
+                dimensions: 3,
+                distance: Distance::Euclid,
+            }])
+            .collect(),
+    };
+    let store = runtime
+        .block_on(ConfiguredStore::open(
+            &settings.store,
+            &request.data_dir,
+            &collection,
+        ))
+        .map_err(PipelineError::from)?;
+    let points = customer_points(&ids, &features, &embeddings, &x);
+    stages.run("store", || runtime.block_on(store.upsert(&points)))?;
+
+    let subject = Subject {
+        x: x.view(),
+        labels: &labels,
+        label_column: labels.as_ref().map(|_| "planted persona"),
+        source: &source,
+    };
+    let engine::Analysed {
+        partition,
+        fit,
+        selection,
+        stability,
+        maps,
+        quality,
+        map_summaries,
+        map_facts,
+    } = engine::analyse(&subject, settings, &mut stages, &mut warnings)?;
+    let k = partition.k();
+
+    progress.start("business KPIs", 0);
+    let (facts, interests) = kpi_inputs(&customers, &features);
+    let business = stages.run("kpis", || {
+        kpis::segment_kpis(&facts, &interests, &partition, x.view())
+    });
+
+    progress.start("writing the narrative", 0);
+    let profiles = profile_segments(
+        features.profile.view(),
+        &PROFILE_COLUMNS.map(String::from),
+        &partition,
+    );
+    let base = base_medians(&facts);
+    let n = ids.len();
+    let (texts, run_caveats, segment_caveats) = stages.run("narrative", || {
+        let sizes: Vec<usize> = profiles.iter().map(|p| p.size).collect();
+        let shares: Vec<f64> = profiles.iter().map(|p| p.share).collect();
+        let texts = name_store_segments(&business, &sizes, &shares, &base);
+        let facts = CaveatFacts {
+            profiles: &profiles,
+            names: &texts,
+            silhouette: quality.silhouette,
+            stability: stability.as_ref(),
+            maps: &map_facts,
+            noise: partition.noise_count(),
+            n_customers: n,
+            // Skipped lines are events and invoice lines, not customers: they are reported
+            // per file and reason in the warnings and the store input summary instead.
+            rows_dropped: 0,
+            fit_sample: fit.sample().map(<[usize]>::len),
+            thresholds: &settings.caveats,
+        };
+        let (run_caveats, segment_caveats) = narrative::caveats_for(&facts);
+        (texts, run_caveats, segment_caveats)
+    });
+
+    let segments = profiles
+        .into_iter()
+        .zip(texts)
+        .zip(segment_caveats)
+        .zip(business)
+        .map(|(((profile, text), caveats), business)| SegmentEntry {
+            id: profile.segment + 1,
+            name: text.name,
+            description: text.description,
+            size: profile.size,
+            share: profile.share,
+            stability: stability
+                .as_ref()
+                .and_then(|s| s.per_segment.get(profile.segment).copied()),
+            kpis: SegmentKpis {
+                features: profile.features,
+                business: Some(business),
+            },
+            caveats,
+        })
+        .collect();
+    let noise = (settings.segment.method == Method::Hdbscan).then(|| NoiseSummary {
+        size: partition.noise_count(),
+        share: partition.noise_count() as f64 / n as f64,
+    });
+    let mut feature_names: Vec<String> = PROFILE_COLUMNS.map(String::from).to_vec();
+    if let Some(info) = &info {
+        feature_names.push(format!("browsing embedding ({} dims)", info.dimensions));
+    }
+    let document = SegmentsDocument {
+        schema_version: SCHEMA_VERSION,
+        k,
+        method: settings.segment.method,
+        seed,
+        n_customers: n,
+        features: feature_names,
+        label_column: labels.as_ref().map(|_| "planted persona".to_string()),
+        input: None,
+        store: Some(StoreRunSummary {
+            transactions: ledger.as_ref().map(|l| l.report.clone()),
+            events: log.as_ref().map(|l| l.report.clone()),
+            reference_time: reference.to_rfc3339(),
+            reference: if request.as_of.is_some() {
+                "as_of"
+            } else {
+                "end_of_data"
+            },
+            customers: coverage,
+            embedder: info,
+            matrix,
+            store: StoreSummary {
+                backend: match settings.store.backend {
+                    StoreBackend::Edge => "edge",
+                    StoreBackend::Server => "server",
+                }
+                .into(),
+                collection: settings.store.collection.clone(),
+                points_written: points.len(),
+                run_id: run_id.clone(),
+            },
+        }),
+        scaling: scaler,
+        sampling: fit.sample().map(|rows| SamplingSummary {
+            population: n,
+            fit_sample: rows.len(),
+            placement: "segments by the fitted model; UMAP and t-SNE positions by each method's \
+                        transform into the fitted map"
+                .into(),
+        }),
+        k_selection: selection,
+        quality,
+        maps: map_summaries,
+        noise,
+        segments,
+        caveats: run_caveats,
+        narrator: "builtin".into(),
+        settings: settings.clone(),
+        warnings,
+    };
+
+    progress.start("writing the report", 0);
+    stages.run("report", || {
+        engine::write_outputs(
+            &request.out_dir,
+            &document,
+            &ids,
+            labels.as_deref(),
+            &partition,
+            &maps,
+        )
+    })?;
+    let segment_payload: Vec<(String, serde_json::Map<String, serde_json::Value>)> = ids
+        .iter()
+        .zip(partition.labels())
+        .map(|(id, label)| {
+            let mut runs = serde_json::Map::new();
+            runs.insert(
+                run_id.clone(),
+                label.map_or(serde_json::Value::Null, |s| (s + 1).into()),
+            );
+            let mut payload = serde_json::Map::new();
+            payload.insert("segments".into(), serde_json::Value::Object(runs));
+            (id.clone(), payload)
+        })
+        .collect();
+    stages.run("store_segments", || {
+        runtime.block_on(store.set_payload(&segment_payload))
+    })?;
+
+    let mut inputs = BTreeMap::new();
+    for report in ledger
+        .iter()
+        .map(|l| &l.report)
+        .chain(log.iter().map(|l| &l.report))
+    {
+        inputs.insert(report.file.clone(), report.sha256.clone());
+    }
+    let record = RunRecord {
+        segscope_version: env!("CARGO_PKG_VERSION").into(),
+        command: "segment".into(),
+        seed,
+        inputs,
+        threads: rayon::current_num_threads(),
+        timings: stages.timings.clone(),
+        settings: settings.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| ReportError::Serialize {
+        what: "run.json",
+        message: e.to_string(),
+    })?;
+    write_atomically(&request.out_dir, "run.json", &json)?;
+    Ok(StoreSegmentRun {
+        document,
+        timings: stages.timings,
+        out_dir: request.out_dir.clone(),
+    })
+}
+
+/// "12 of 14,423 lines of transactions.csv.gz were skipped: duplicate row 8, ..." or nothing
+/// when every line was used.
+fn skipped_lines_warning(report: &SourceReport) -> Option<String> {
+    let skipped: u64 = report.skipped.values().map(|s| s.count).sum();
+    if skipped == 0 {
+        return None;
+    }
+    let reasons: Vec<String> = report
+        .skipped
+        .iter()
+        .map(|(reason, s)| format!("{} {}", reason.replace('_', " "), s.count))
+        .collect();
+    Some(format!(
+        "{skipped} of {} lines of {} were skipped: {}.",
+        report.rows_read,
+        report.file,
+        reasons.join(", ")
+    ))
+}
+
+/// The inputs, named for messages.
+fn source_name(ledger: Option<&TransactionLedger>, log: Option<&BrowsingLog>) -> String {
+    let names: Vec<&str> = ledger
+        .map(|l| l.report.file.as_str())
+        .into_iter()
+        .chain(log.map(|l| l.report.file.as_str()))
+        .collect();
+    names.join(" + ")
+}
+
+/// The last instant seen in either file.
+fn data_end(
+    ledger: Option<&TransactionLedger>,
+    log: Option<&BrowsingLog>,
+) -> Option<DateTime<Utc>> {
+    ledger
+        .and_then(|l| l.report.last_time)
+        .into_iter()
+        .chain(log.and_then(|l| l.report.last_time))
+        .max()
+}
+
+/// Days from the first transaction to the reference: the recency of a customer who never
+/// bought.
+fn observation_window_days(ledger: Option<&TransactionLedger>, reference: DateTime<Utc>) -> f64 {
+    ledger
+        .and_then(|l| l.report.first_time)
+        .map_or(0.0, |first| days_between(first, reference))
+}
+
+fn days_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_seconds().max(0) as f64 / 86_400.0
+}
+
+/// Every customer in either file, in id order.
+fn join_customers<'a>(
+    ledger: Option<&'a TransactionLedger>,
+    log: Option<&'a BrowsingLog>,
+) -> Vec<Customer<'a>> {
+    let ids: BTreeSet<&str> = ledger
+        .iter()
+        .flat_map(|l| l.customers.keys())
+        .chain(log.iter().flat_map(|l| l.customers.keys()))
+        .map(String::as_str)
+        .collect();
+    ids.into_iter()
+        .map(|id| Customer {
+            id,
+            purchases: ledger.and_then(|l| l.customers.get(id)),
+            browsing: log.and_then(|l| l.customers.get(id)),
+        })
+        .collect()
+}
+
+fn coverage(customers: &[Customer<'_>]) -> CustomerCoverage {
+    let bought = |c: &Customer<'_>| c.purchases.is_some_and(|p| p.last_purchase.is_some());
+    CustomerCoverage {
+        total: customers.len(),
+        buyers: customers.iter().filter(|c| bought(c)).count(),
+        browsers: customers.iter().filter(|c| c.browsing.is_some()).count(),
+        both: customers
+            .iter()
+            .filter(|c| c.purchases.is_some() && c.browsing.is_some())
+            .count(),
+        transactions_only: customers
+            .iter()
+            .filter(|c| c.purchases.is_some() && c.browsing.is_none())
+            .count(),
+        events_only: customers
+            .iter()
+            .filter(|c| c.purchases.is_none() && c.browsing.is_some())
+            .count(),
+        only_cancellations: customers
+            .iter()
+            .filter(|c| c.purchases.is_some() && !bought(c))
+            .count(),
+    }
+}
+
+/// Per-customer values, rows in customer order.
+struct CustomerFeatures {
+    /// Raw RFM (recency days, frequency, monetary) when the customer bought.
+    rfm: Vec<Option<[f64; 3]>>,
+    /// RFM block before scaling: recency, ln(1+f), signed ln(1+|m|).
+    rfm_block: Array2<f64>,
+    /// Behaviour block before scaling: ln(1+views), ln(1+sessions), conversion.
+    behaviour_block: Array2<f64>,
+    /// Interpretable columns ([`PROFILE_COLUMNS`]) in their own units.
+    profile: Array2<f64>,
+    /// Each customer's browsing document (empty for non-browsers).
+    documents: Vec<BrowsingDocument>,
+}
+
+fn signed_log1p(v: f64) -> f64 {
+    v.signum() * v.abs().ln_1p()
+}
+
+impl CustomerFeatures {
+    fn build(
+        customers: &[Customer<'_>],
+        reference: DateTime<Utc>,
+        window_days: f64,
+        settings: &Settings,
+    ) -> Self {
+        let n = customers.len();
+        let mut rfm_block = Array2::zeros((n, 3));
+        let mut behaviour_block = Array2::zeros((n, 3));
+        let mut profile = Array2::zeros((n, PROFILE_COLUMNS.len()));
+        let mut rfms = Vec::with_capacity(n);
+        let mut documents = Vec::with_capacity(n);
+        for (i, c) in customers.iter().enumerate() {
+            let r = c.purchases.and_then(|p| rfm(p, reference));
+            let (recency, frequency, monetary) = match &r {
+                Some(r) => (r.recency_days, r.frequency, r.monetary),
+                None => (window_days, 0.0, 0.0),
+            };
+            rfms.push(r.map(|r| [r.recency_days, r.frequency, r.monetary]));
+            rfm_block[[i, 0]] = recency;
+            rfm_block[[i, 1]] = frequency.ln_1p();
+            rfm_block[[i, 2]] = signed_log1p(monetary);
+            let b = c.browsing.map(behaviour);
+            let (views, sessions, conversion) = b
+                .as_ref()
+                .map_or((0.0, 0.0, 0.0), |b| (b.views, b.sessions, b.conversion));
+            behaviour_block[[i, 0]] = views.ln_1p();
+            behaviour_block[[i, 1]] = sessions.ln_1p();
+            behaviour_block[[i, 2]] = conversion;
+            let row = [recency, frequency, monetary, views, sessions, conversion];
+            profile.row_mut(i).assign(&ndarray::ArrayView1::from(&row));
+            documents.push(c.browsing.map_or_else(BrowsingDocument::default, |b| {
+                b.document(reference, settings.events.recency_half_life_days)
+            }));
+        }
+        CustomerFeatures {
+            rfm: rfms,
+            rfm_block,
+            behaviour_block,
+            profile,
+            documents,
+        }
+    }
+}
+
+/// Scales `block` in place so its total variance is `weight`; returns false (and leaves
+/// the block) when it has no variance at all.
+fn weigh_block(mut block: ndarray::ArrayViewMut2<f64>, weight: f64) -> bool {
+    let total: f64 = block.axis_iter(Axis(1)).map(|col| col.var(0.0)).sum();
+    if total <= 0.0 || !total.is_finite() {
+        return false;
+    }
+    block.mapv_inplace(|v| v * (weight / total).sqrt());
+    true
+}
+
+fn customer_matrix(
+    features: &CustomerFeatures,
+    embeddings: &Array2<f32>,
+    settings: &Settings,
+) -> (Array2<f64>, crate::features::FittedScaler, MatrixSummary) {
+    let weights = &settings.customer_matrix;
+    let n = features.rfm_block.nrows();
+    let mut tabular = ndarray::concatenate(
+        Axis(1),
+        &[features.rfm_block.view(), features.behaviour_block.view()],
+    )
+    .unwrap_or_else(|_| Array2::zeros((n, 6)));
+    let scaler = fit_scaler(tabular.view(), settings.segment.scale);
+    tabular = scaler.transform(tabular.view());
+    let d = embeddings.ncols();
+    let mut x = Array2::<f64>::zeros((n, 6 + d));
+    x.slice_mut(s![.., ..6]).assign(&tabular);
+    x.slice_mut(s![.., 6..]).assign(&embeddings.mapv(f64::from));
+    let rfm = weigh_block(x.slice_mut(s![.., ..3]), weights.rfm_weight);
+    let behaviour = weigh_block(x.slice_mut(s![.., 3..6]), weights.behaviour_weight);
+    let browsing = d > 0 && weigh_block(x.slice_mut(s![.., 6..]), weights.browsing_weight);
+    let summary = MatrixSummary {
+        rfm_weight: if rfm { weights.rfm_weight } else { 0.0 },
+        behaviour_weight: if behaviour {
+            weights.behaviour_weight
+        } else {
+            0.0
+        },
+        browsing_weight: if browsing {
+            weights.browsing_weight
+        } else {
+            0.0
+        },
+        columns: 6 + d,
+    };
+    (x, scaler, summary)
+}
+
+/// One Qdrant point per customer: the browsing embedding (browsers only), the weighted RFM
+/// block, and the customer's figures as payload.
+fn customer_points(
+    ids: &[String],
+    features: &CustomerFeatures,
+    embeddings: &Array2<f32>,
+    x: &Array2<f64>,
+) -> Vec<CustomerPoint> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut vectors = BTreeMap::new();
+            if !features.documents[i].is_empty() {
+                vectors.insert(BROWSING_VECTOR.to_string(), embeddings.row(i).to_vec());
+            }
+            vectors.insert(
+                RFM_VECTOR.to_string(),
+                x.slice(s![i, ..3]).iter().map(|&v| v as f32).collect(),
+            );
+            let mut payload = serde_json::Map::new();
+            payload.insert("customer_id".into(), id.clone().into());
+            let rfm = features.rfm[i].map_or(
+                serde_json::Value::Null,
+                |[r, f, m]| serde_json::json!({"recency_days": r, "frequency": f, "monetary": m}),
+            );
+            payload.insert("rfm".into(), rfm);
+            let p = features.profile.row(i);
+            payload.insert(
+                "browsing".into(),
+                serde_json::json!({"views": p[3], "sessions": p[4], "conversion": p[5]}),
+            );
+            CustomerPoint {
+                customer_id: id.clone(),
+                vectors,
+                payload,
+            }
+        })
+        .collect()
+}
+
+/// Category interests are the first two levels of the category path: `appliances.kitchen`
+/// says what a segment shops for; the full path splits it into too many small groups.
+fn category_interest(category: &str) -> String {
+    category.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+fn kpi_inputs(
+    customers: &[Customer<'_>],
+    features: &CustomerFeatures,
+) -> (Vec<CustomerFacts>, Interests) {
+    let mut index: BTreeMap<(u8, String), u32> = BTreeMap::new();
+    let mut interests = Interests::default();
+    let mut id_of = |kind: InterestKind, name: String| -> u32 {
+        let key = (kind as u8, name.clone());
+        *index.entry(key).or_insert_with(|| {
+            interests.names.push((kind, name));
+            (interests.names.len() - 1) as u32
+        })
+    };
+    let facts = customers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CustomerFacts {
+            purchases: features.rfm[i].map(|[r, f, m]| PurchaseFacts {
+                recency_days: r,
+                invoices: f,
+                net_revenue: m,
+            }),
+            browsing: c.browsing.map(|b| {
+                let mut touched: Vec<u32> = Vec::new();
+                for category in b.categories.keys() {
+                    touched.push(id_of(InterestKind::Category, category_interest(category)));
+                }
+                for brand in b.brands.keys() {
+                    touched.push(id_of(InterestKind::Brand, brand.clone()));
+                }
+                touched.sort_unstable();
+                touched.dedup();
+                BrowsingFacts {
+                    views: f64::from(b.views),
+                    purchases: f64::from(b.purchases),
+                    interests: touched,
+                }
+            }),
+        })
+        .collect();
+    (facts, interests)
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+fn base_medians(facts: &[CustomerFacts]) -> BaseMedians {
+    let buys: Vec<PurchaseFacts> = facts.iter().filter_map(|f| f.purchases).collect();
+    BaseMedians {
+        recency_days: median(buys.iter().map(|p| p.recency_days).collect()),
+        frequency: median(buys.iter().map(|p| p.invoices).collect()),
+        monetary: median(buys.iter().map(|p| p.net_revenue).collect()),
+    }
+}
+
+/// A run id that depends only on what determines the run (input digests, as-of, settings),
+/// so re-running the same data overwrites its own segment payload instead of piling up.
+fn run_id(
+    ledger: Option<&TransactionLedger>,
+    log: Option<&BrowsingLog>,
+    settings: &Settings,
+    as_of: Option<DateTime<Utc>>,
+) -> String {
+    let mut hasher = Sha256::new();
+    for report in ledger
+        .map(|l| &l.report)
+        .into_iter()
+        .chain(log.map(|l| &l.report))
+    {
+        hasher.update(report.sha256.as_bytes());
+    }
+    hasher.update(as_of.map(|a| a.to_rfc3339()).unwrap_or_default().as_bytes());
+    hasher.update(serde_json::to_vec(settings).unwrap_or_default());
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("run-{hex}")
+}
