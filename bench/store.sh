@@ -2,7 +2,7 @@
 # End-to-end store-data benchmark: segscope against a pandas + scikit-learn + umap-learn
 # pipeline (bench/store_peer.py) on the same synthetic store, in the same run.
 #
-# Usage: bash bench/store.sh [--customers 100000] [--events-scale 0.8] [--orders-scale 0.4]
+# Usage: bash bench/store.sh [--customers 100000] [--events-scale 0.6] [--orders-scale 0.4]
 #          [--k 6] [--seed 42] [--venv DIR] [--work-dir DIR] [--no-build] [--skip-defaults]
 # Three runs, each in a fresh process under GNU time (wall seconds, peak RSS):
 #   1. segscope on its defaults (auto k, stability, PCA + UMAP + t-SNE): what a user gets;
@@ -15,7 +15,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${SEGSCOPE_BENCH_VENV:-/var/tmp/segscope-bench-venv}
 WORK=${SEGSCOPE_BENCH_DIR:-/var/tmp/segscope-bench-data}
 CUSTOMERS=100000
-EVENTS_SCALE=0.8
+EVENTS_SCALE=0.6
 ORDERS_SCALE=0.4
 K=6
 SEED=42

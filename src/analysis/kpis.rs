@@ -253,7 +253,8 @@ fn own_kpis(
         .filter_map(|&r| customers[r].purchases)
         .collect();
     let summary = |values: Vec<f64>| summarize(values);
-    let revenue: f64 = buys.iter().map(|p| p.net_revenue).sum();
+    // `+ 0.0`: an empty float sum is -0.0, which would print as "-0%".
+    let revenue: f64 = buys.iter().map(|p| p.net_revenue).sum::<f64>() + 0.0;
     let invoices: f64 = buys.iter().map(|p| p.invoices).sum();
     let (views, purchase_events) = rows
         .iter()
@@ -509,6 +510,10 @@ mod tests {
         assert_eq!(kpis[0].recency_days, None);
         assert_eq!(kpis[0].average_order_value, None);
         assert_eq!(kpis[0].revenue_share, 0.0);
+        assert!(
+            kpis[0].revenue.is_sign_positive(),
+            "no buyers: revenue 0, not -0"
+        );
         assert_eq!(kpis[0].conversion_rate, Some(0.1));
         assert!(kpis[0].nearest.is_none());
     }
