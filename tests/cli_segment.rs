@@ -10,40 +10,18 @@
     reason = "test helpers fail the test loudly"
 )]
 
+mod support {
+    pub mod cli;
+}
+
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::Value;
+
+use support::cli::{assert_matches_schema, read_json, segscope};
 
 fn iris() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/iris.csv")
-}
-
-fn segscope() -> Command {
-    let mut cmd = Command::cargo_bin("segscope").expect("binary");
-    // Settings come only from the defaults and the flags under test.
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SEGSCOPE__")) {
-        cmd.env_remove(key);
-    }
-    cmd
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("read json")).expect("parse json")
-}
-
-fn assert_matches_schema(doc: &Value) {
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/segments.schema.json");
-    let schema = read_json(&schema_path);
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(doc)
-        .map(|e| format!("{} at {}", e, e.instance_path))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "segments.json breaks its schema: {errors:#?}"
-    );
 }
 
 /// Runs `segment` on iris with extra flags; returns the output directory.

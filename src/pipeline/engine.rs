@@ -24,7 +24,9 @@ use crate::narrative::{MapFacts, reading};
 use crate::pipeline::PipelineError;
 use crate::pipeline::fit_sample::FitSet;
 use crate::report::document::{ExternalAgreement, MapSummary, Quality, StabilitySummary};
-use crate::report::{ReportError, SegmentsDocument, assignments, html, write_atomically};
+use crate::report::{
+    ReportError, RunRecord, SegmentsDocument, assignments, html, write_atomically,
+};
 use crate::settings::{KSetting, Settings};
 
 /// Times stages and reports them to the progress sink.
@@ -562,6 +564,30 @@ pub(crate) fn label_indices(labels: &[String]) -> (Vec<usize>, Vec<String>) {
         })
         .collect();
     (index, names)
+}
+
+/// Writes `run.json`: what varies between identical runs (timings, threads, version) beside
+/// what identifies the run (seed, input digests by file, settings).
+pub(crate) fn write_run_record(
+    dir: &std::path::Path,
+    inputs: BTreeMap<String, String>,
+    stages: &Stages<'_>,
+    settings: &Settings,
+) -> Result<(), ReportError> {
+    let record = RunRecord {
+        segscope_version: env!("CARGO_PKG_VERSION").into(),
+        command: "segment".into(),
+        seed: settings.run.seed,
+        inputs,
+        threads: rayon::current_num_threads(),
+        timings: stages.timings.clone(),
+        settings: settings.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| ReportError::Serialize {
+        what: "run.json",
+        message: e.to_string(),
+    })?;
+    write_atomically(dir, "run.json", &json)
 }
 
 /// Writes `segments.json`, `assignments.csv` and `report.html` into `dir`.

@@ -12,10 +12,10 @@ use crate::ingest::{FeatureTableSpec, read_feature_table};
 use crate::narrative::{self, CaveatFacts};
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{self, Stages, Subject};
+use crate::report::SegmentsDocument;
 use crate::report::document::{
     NoiseSummary, SCHEMA_VERSION, SamplingSummary, SegmentEntry, SegmentKpis,
 };
-use crate::report::{ReportError, RunRecord, SegmentsDocument, write_atomically};
 use crate::settings::Settings;
 
 /// A validated request to segment one feature table.
@@ -175,20 +175,12 @@ pub fn run_segment(
             &maps,
         )
     })?;
-    let record = RunRecord {
-        segscope_version: env!("CARGO_PKG_VERSION").into(),
-        command: "segment".into(),
-        seed,
-        inputs: BTreeMap::from([(table.report.file.clone(), table.report.sha256.clone())]),
-        threads: rayon::current_num_threads(),
-        timings: stages.timings.clone(),
-        settings: settings.clone(),
-    };
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| ReportError::Serialize {
-        what: "run.json",
-        message: e.to_string(),
-    })?;
-    write_atomically(&request.out_dir, "run.json", &json)?;
+    engine::write_run_record(
+        &request.out_dir,
+        BTreeMap::from([(table.report.file.clone(), table.report.sha256.clone())]),
+        &stages,
+        settings,
+    )?;
     Ok(SegmentRun {
         document,
         timings: stages.timings,

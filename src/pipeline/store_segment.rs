@@ -47,11 +47,11 @@ use crate::narrative::store_names::{BaseMedians, name_store_segments};
 use crate::narrative::{self, CaveatFacts};
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{self, Stages, Subject};
+use crate::report::SegmentsDocument;
 use crate::report::document::{
     CustomerCoverage, MatrixSummary, NoiseSummary, SCHEMA_VERSION, SamplingSummary, SegmentEntry,
     SegmentKpis, StoreRunSummary, StoreSummary,
 };
-use crate::report::{ReportError, RunRecord, SegmentsDocument, write_atomically};
 use crate::settings::Settings;
 use crate::store::{
     CollectionSpec, ConfiguredStore, CustomerPoint, Distance, StoreBackend, VectorSpec, VectorStore,
@@ -429,20 +429,7 @@ pub fn run_store_segment(
     {
         inputs.insert(report.file.clone(), report.sha256.clone());
     }
-    let record = RunRecord {
-        segscope_version: env!("CARGO_PKG_VERSION").into(),
-        command: "segment".into(),
-        seed,
-        inputs,
-        threads: rayon::current_num_threads(),
-        timings: stages.timings.clone(),
-        settings: settings.clone(),
-    };
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| ReportError::Serialize {
-        what: "run.json",
-        message: e.to_string(),
-    })?;
-    write_atomically(&request.out_dir, "run.json", &json)?;
+    engine::write_run_record(&request.out_dir, inputs, &stages, settings)?;
     Ok(StoreSegmentRun {
         document,
         timings: stages.timings,
