@@ -180,6 +180,20 @@ pub fn run_store_segment(
     let features = stages.run("features", || {
         CustomerFeatures::build(&customers, reference, window_days, settings)
     });
+    let (facts, interests) = kpi_inputs(&customers, &features);
+    let labels: Option<Vec<String>> = request.labels.as_ref().map(|truth| {
+        customers
+            .iter()
+            .map(|c| truth.get(c.id).cloned().unwrap_or_else(|| "unknown".into()))
+            .collect()
+    });
+    let ids: Vec<String> = customers.iter().map(|c| c.id.to_string()).collect();
+    let run_id = run_id(ledger.as_ref(), log.as_ref(), settings, request.as_of);
+    // Everything later needs only what was derived above: free the per-customer ingest
+    // state (hundreds of MB at 100,000 customers) before the memory-hungry maps run.
+    drop(customers);
+    let transactions_report = ledger.map(|l| l.report);
+    let events_report = log.map(|l| l.report);
 
     progress.start("embedding browsing histories", 0);
     let browsing_docs: Vec<BrowsingDocument> = features
@@ -220,15 +234,6 @@ pub fn run_store_segment(
     let (x, scaler, matrix) = stages.run("matrix", || {
         customer_matrix(&features, &embeddings, settings)
     });
-
-    let labels: Option<Vec<String>> = request.labels.as_ref().map(|truth| {
-        customers
-            .iter()
-            .map(|c| truth.get(c.id).cloned().unwrap_or_else(|| "unknown".into()))
-            .collect()
-    });
-    let ids: Vec<String> = customers.iter().map(|c| c.id.to_string()).collect();
-    let run_id = run_id(ledger.as_ref(), log.as_ref(), settings, request.as_of);
 
     progress.start("storing customers", 0);
     let collection = CollectionSpec {
@@ -277,7 +282,6 @@ pub fn run_store_segment(
     let k = partition.k();
 
     progress.start("business KPIs", 0);
-    let (facts, interests) = kpi_inputs(&customers, &features);
     let business = stages.run("kpis", || {
         kpis::segment_kpis(&facts, &interests, &partition, x.view())
     });
@@ -351,8 +355,8 @@ pub fn run_store_segment(
         label_column: labels.as_ref().map(|_| "planted persona".to_string()),
         input: None,
         store: Some(StoreRunSummary {
-            transactions: ledger.as_ref().map(|l| l.report.clone()),
-            events: log.as_ref().map(|l| l.report.clone()),
+            transactions: transactions_report.clone(),
+            events: events_report.clone(),
             reference_time: reference.to_rfc3339(),
             reference: if request.as_of.is_some() {
                 "as_of"
@@ -422,11 +426,7 @@ pub fn run_store_segment(
     })?;
 
     let mut inputs = BTreeMap::new();
-    for report in ledger
-        .iter()
-        .map(|l| &l.report)
-        .chain(log.iter().map(|l| &l.report))
-    {
+    for report in transactions_report.iter().chain(&events_report) {
         inputs.insert(report.file.clone(), report.sha256.clone());
     }
     engine::write_run_record(&request.out_dir, inputs, &stages, settings)?;
