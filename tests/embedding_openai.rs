@@ -186,6 +186,30 @@ async fn a_wrong_key_is_not_retried_and_never_shown() {
 }
 
 #[tokio::test]
+async fn an_exhausted_quota_is_not_retried() {
+    let stub = OpenAiStub::start(KEY, DIMS).await;
+    stub.script(Route::Embeddings, 1, Fault::QuotaExhausted);
+    let e = embedder(&settings(&stub.base_url, KEY, None));
+    let err = openai_error(e.embed(&[doc(1)], &NoProgress).await.expect_err("quota"));
+    assert!(
+        matches!(
+            err,
+            OpenAiError::Status {
+                status: 429,
+                attempts: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("exceeded your current quota"),
+        "{err}"
+    );
+    assert_eq!(stub.requests().len(), 1);
+}
+
+#[tokio::test]
 async fn wrong_dimensions_and_counts_are_errors() {
     let stub = OpenAiStub::start(KEY, DIMS).await;
     stub.script(Route::Embeddings, 1, Fault::WrongDimension(3));

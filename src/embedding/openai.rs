@@ -17,7 +17,8 @@
 //!   every non-2xx response becomes an `OpenAIError::Boxed(HttpFailure)` carrying the status,
 //!   the parsed Retry-After (delta-seconds or HTTP-date) and the provider's message. The
 //!   retry loop here then downcasts it.
-//! - Retried: 429, 408, 5xx, timeouts, connection and body-transfer errors, with full-jitter
+//! - Retried: 429 (except `insufficient_quota`, which waiting cannot clear), 408, 5xx,
+//!   timeouts, connection and body-transfer errors, with full-jitter
 //!   exponential backoff from an RNG seeded by the run seed and the batch number (so the
 //!   schedule is reproducible), or exactly the server's Retry-After when it sends one (up to
 //!   `max_retry_after_secs`; a longer one fails the run rather than stalling it). A malformed
@@ -164,7 +165,12 @@ struct HttpFailure {
     status: u16,
     retry_after: Option<Duration>,
     message: String,
+    /// The provider says retrying cannot help (OpenAI's `insufficient_quota` 429).
+    permanent: bool,
 }
+
+/// Error codes that share a retryable status (429) but will not clear by waiting.
+const PERMANENT_ERROR_CODES: [&str; 1] = ["insufficient_quota"];
 
 /// Reads `Retry-After`: delta-seconds (a decimal is accepted) or an HTTP-date.
 fn parse_retry_after(value: &str) -> Option<Duration> {
@@ -215,14 +221,25 @@ impl tower::Service<HttpRequestFactory> for StatusCapture {
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
             let body = response.bytes().await.map_err(ClientError::Reqwest)?;
-            let message = match serde_json::from_slice::<WrappedError>(&body) {
-                Ok(wrapped) => wrapped.error.message,
-                Err(_) => String::from_utf8_lossy(&body).chars().take(300).collect(),
+            let (message, permanent) = match serde_json::from_slice::<WrappedError>(&body) {
+                Ok(wrapped) => {
+                    let error = wrapped.error;
+                    let permanent = [&error.code, &error.r#type]
+                        .into_iter()
+                        .flatten()
+                        .any(|c| PERMANENT_ERROR_CODES.contains(&c.as_str()));
+                    (error.message, permanent)
+                }
+                Err(_) => (
+                    String::from_utf8_lossy(&body).chars().take(300).collect(),
+                    false,
+                ),
             };
             Err(ClientError::Boxed(Box::new(HttpFailure {
                 status,
                 retry_after,
                 message,
+                permanent,
             })))
         })
     }
@@ -545,25 +562,27 @@ fn classify(error: ClientError, inner: &Inner) -> Failure {
             m.replace(inner.key.expose(), "[redacted]")
         }
     };
-    let status_failure = |status: u16, message: String, retry_after: Option<Duration>| Failure {
-        retry: status == 429 || status == 408 || status >= 500,
-        malformed: false,
-        retry_after,
-        error: Box::new(move |attempts| OpenAiError::Status {
-            status,
-            message: message.clone(),
-            attempts,
-        }),
-    };
+    let status_failure =
+        |status: u16, message: String, retry_after: Option<Duration>, permanent: bool| Failure {
+            retry: !permanent && (status == 429 || status == 408 || status >= 500),
+            malformed: false,
+            retry_after,
+            error: Box::new(move |attempts| OpenAiError::Status {
+                status,
+                message: message.clone(),
+                attempts,
+            }),
+        };
     match error {
         ClientError::Boxed(boxed) => match boxed.downcast::<HttpFailure>() {
-            Ok(f) => status_failure(f.status, scrub(&f.message), f.retry_after),
+            Ok(f) => status_failure(f.status, scrub(&f.message), f.retry_after, f.permanent),
             Err(other) => transport(scrub(&other.to_string()), false),
         },
         ClientError::ApiError(api) => status_failure(
             api.status_code.as_u16(),
             scrub(&api.api_error.message),
             None,
+            false,
         ),
         ClientError::Reqwest(e) if e.is_timeout() => {
             let timeout_secs = inner.timeout_secs;

@@ -46,6 +46,8 @@ pub enum Fault {
     WrongDimension(usize),
     /// One embedding fewer than inputs.
     DropOne,
+    /// OpenAI's 429 for an exhausted quota: permanent until someone pays, unlike a rate limit.
+    QuotaExhausted,
 }
 
 impl Fault {
@@ -208,6 +210,12 @@ async fn scripted(
             }
             Err(response)
         }
+        Some(Fault::QuotaExhausted) => Err(error_body(
+            429,
+            "You exceeded your current quota, please check your plan and billing details.",
+            "insufficient_quota",
+            Some("insufficient_quota"),
+        )),
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
             Ok(None)
