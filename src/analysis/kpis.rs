@@ -319,7 +319,9 @@ fn over_indexed(
     found
 }
 
-fn summarize(mut values: Vec<f64>) -> Option<Summary> {
+/// Mean and median of `values` (`None` when empty); the median of an even count is the mean
+/// of the two middle values.
+pub fn summarize(mut values: Vec<f64>) -> Option<Summary> {
     if values.is_empty() {
         return None;
     }

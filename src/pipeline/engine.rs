@@ -10,9 +10,11 @@ use ndarray::{Array2, ArrayView2, Axis};
 
 use crate::analysis::clustering::{self, ClusterSpec, KChoice, KSelection, Stability};
 use crate::analysis::knn::{KnnError, KnnGraph, KnnIndex, knn_graph};
+use crate::analysis::kpis::BusinessKpis;
 use crate::analysis::maps::pca::fit_pca;
 use crate::analysis::maps::tsne::{TransformParams, TsneParams, fit_tsne};
 use crate::analysis::maps::umap::{UmapParams, fit_umap};
+use crate::analysis::profile::SegmentProfile;
 use crate::analysis::progress::Progress;
 use crate::analysis::separation::{MapNeighbors, SplitSegment};
 use crate::analysis::validity::{
@@ -20,10 +22,14 @@ use crate::analysis::validity::{
     normalized_mutual_info_score, silhouette_score, trustworthiness,
 };
 use crate::domain::{MapMethod, Method, Partition};
+use crate::narrative::{Caveat, SegmentText};
 use crate::narrative::{MapFacts, reading};
 use crate::pipeline::PipelineError;
 use crate::pipeline::fit_sample::FitSet;
-use crate::report::document::{ExternalAgreement, MapSummary, Quality, StabilitySummary};
+use crate::report::document::{
+    ExternalAgreement, MapSummary, NoiseSummary, Quality, SamplingSummary, SegmentEntry,
+    SegmentKpis, StabilitySummary,
+};
 use crate::report::{
     ReportError, RunRecord, SegmentsDocument, assignments, html, write_atomically,
 };
@@ -564,6 +570,55 @@ pub(crate) fn label_indices(labels: &[String]) -> (Vec<usize>, Vec<String>) {
         })
         .collect();
     (index, names)
+}
+
+/// The segments as `segments.json` lists them: profile, words, caveats, stability and (for
+/// store data) business KPIs, all in segment order.
+pub(crate) fn segment_entries(
+    profiles: Vec<SegmentProfile>,
+    texts: Vec<SegmentText>,
+    caveats: Vec<Vec<Caveat>>,
+    business: impl IntoIterator<Item = Option<BusinessKpis>>,
+    stability: Option<&Stability>,
+) -> Vec<SegmentEntry> {
+    profiles
+        .into_iter()
+        .zip(texts)
+        .zip(caveats)
+        .zip(business)
+        .map(|(((profile, text), caveats), business)| SegmentEntry {
+            id: profile.segment + 1,
+            name: text.name,
+            description: text.description,
+            size: profile.size,
+            share: profile.share,
+            stability: stability.and_then(|s| s.per_segment.get(profile.segment).copied()),
+            kpis: SegmentKpis {
+                features: profile.features,
+                business,
+            },
+            caveats,
+        })
+        .collect()
+}
+
+/// Customers in no segment, reported for HDBSCAN (the only method that leaves any out).
+pub(crate) fn noise_summary(settings: &Settings, partition: &Partition) -> Option<NoiseSummary> {
+    (settings.segment.method == Method::Hdbscan).then(|| NoiseSummary {
+        size: partition.noise_count(),
+        share: partition.noise_count() as f64 / partition.labels().len().max(1) as f64,
+    })
+}
+
+/// How a run fitted on a sample placed everyone else, when it did.
+pub(crate) fn sampling_summary(fit: &FitSet, population: usize) -> Option<SamplingSummary> {
+    fit.sample().map(|rows| SamplingSummary {
+        population,
+        fit_sample: rows.len(),
+        placement: "segments by the fitted model (nearest centroid, most probable component, or nearest fitted \
+                    customer for HDBSCAN); UMAP and t-SNE positions by each method's transform into the fitted map"
+            .into(),
+    })
 }
 
 /// Writes `run.json`: what varies between identical runs (timings, threads, version) beside

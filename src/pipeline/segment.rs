@@ -6,16 +6,13 @@ use std::path::PathBuf;
 
 use crate::analysis::profile::profile_segments;
 use crate::analysis::progress::Progress;
-use crate::domain::Method;
 use crate::features::fit_scaler;
 use crate::ingest::{FeatureTableSpec, read_feature_table};
 use crate::narrative::{self, CaveatFacts};
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{self, Stages, Subject};
 use crate::report::SegmentsDocument;
-use crate::report::document::{
-    NoiseSummary, SCHEMA_VERSION, SamplingSummary, SegmentEntry, SegmentKpis,
-};
+use crate::report::document::SCHEMA_VERSION;
 use crate::settings::Settings;
 
 /// A validated request to segment one feature table.
@@ -111,30 +108,14 @@ pub fn run_segment(
         (texts, run_caveats, segment_caveats)
     });
 
-    let segments = profiles
-        .into_iter()
-        .zip(texts)
-        .zip(segment_caveats)
-        .map(|((profile, text), caveats)| SegmentEntry {
-            id: profile.segment + 1,
-            name: text.name,
-            description: text.description,
-            size: profile.size,
-            share: profile.share,
-            stability: stability
-                .as_ref()
-                .and_then(|s| s.per_segment.get(profile.segment).copied()),
-            kpis: SegmentKpis {
-                features: profile.features,
-                business: None,
-            },
-            caveats,
-        })
-        .collect();
-    let noise = (settings.segment.method == Method::Hdbscan).then(|| NoiseSummary {
-        size: partition.noise_count(),
-        share: partition.noise_count() as f64 / n as f64,
-    });
+    let segments = engine::segment_entries(
+        profiles,
+        texts,
+        segment_caveats,
+        std::iter::repeat(None),
+        stability.as_ref(),
+    );
+    let noise = engine::noise_summary(settings, &partition);
     let document = SegmentsDocument {
         schema_version: SCHEMA_VERSION,
         k,
@@ -146,13 +127,7 @@ pub fn run_segment(
         input: Some(table.report.clone()),
         store: None,
         scaling: scaler,
-        sampling: fit.sample().map(|rows| SamplingSummary {
-            population: n,
-            fit_sample: rows.len(),
-            placement: "segments by the fitted model (nearest centroid, most probable component, or nearest fitted \
-                        customer for HDBSCAN); UMAP and t-SNE positions by each method's transform into the fitted map"
-                .into(),
-        }),
+        sampling: engine::sampling_summary(&fit, n),
         k_selection: selection,
         quality,
         maps: map_summaries,

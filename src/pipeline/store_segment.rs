@@ -34,7 +34,7 @@ use crate::analysis::kpis::{
 };
 use crate::analysis::profile::profile_segments;
 use crate::analysis::progress::Progress;
-use crate::domain::{BrowsingDocument, Method};
+use crate::domain::BrowsingDocument;
 use crate::embedding::{ConfiguredEmbedder, Embedder};
 use crate::features::browsing::behaviour;
 use crate::features::fit_scaler;
@@ -49,8 +49,7 @@ use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{self, Stages, Subject};
 use crate::report::SegmentsDocument;
 use crate::report::document::{
-    CustomerCoverage, MatrixSummary, NoiseSummary, SCHEMA_VERSION, SamplingSummary, SegmentEntry,
-    SegmentKpis, StoreRunSummary, StoreSummary,
+    CustomerCoverage, MatrixSummary, SCHEMA_VERSION, StoreRunSummary, StoreSummary,
 };
 use crate::settings::Settings;
 use crate::store::{
@@ -316,31 +315,14 @@ pub fn run_store_segment(
         (texts, run_caveats, segment_caveats)
     });
 
-    let segments = profiles
-        .into_iter()
-        .zip(texts)
-        .zip(segment_caveats)
-        .zip(business)
-        .map(|(((profile, text), caveats), business)| SegmentEntry {
-            id: profile.segment + 1,
-            name: text.name,
-            description: text.description,
-            size: profile.size,
-            share: profile.share,
-            stability: stability
-                .as_ref()
-                .and_then(|s| s.per_segment.get(profile.segment).copied()),
-            kpis: SegmentKpis {
-                features: profile.features,
-                business: Some(business),
-            },
-            caveats,
-        })
-        .collect();
-    let noise = (settings.segment.method == Method::Hdbscan).then(|| NoiseSummary {
-        size: partition.noise_count(),
-        share: partition.noise_count() as f64 / n as f64,
-    });
+    let segments = engine::segment_entries(
+        profiles,
+        texts,
+        segment_caveats,
+        business.into_iter().map(Some),
+        stability.as_ref(),
+    );
+    let noise = engine::noise_summary(settings, &partition);
     let mut feature_names: Vec<String> = PROFILE_COLUMNS.map(String::from).to_vec();
     if let Some(info) = &info {
         feature_names.push(format!("browsing embedding ({} dims)", info.dimensions));
@@ -378,13 +360,7 @@ pub fn run_store_segment(
             },
         }),
         scaling: scaler,
-        sampling: fit.sample().map(|rows| SamplingSummary {
-            population: n,
-            fit_sample: rows.len(),
-            placement: "segments by the fitted model; UMAP and t-SNE positions by each method's \
-                        transform into the fitted map"
-                .into(),
-        }),
+        sampling: engine::sampling_summary(&fit, n),
         k_selection: selection,
         quality,
         maps: map_summaries,
@@ -738,20 +714,8 @@ fn kpi_inputs(
     (facts, interests)
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    Some(if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    })
-}
-
 fn base_medians(facts: &[CustomerFacts]) -> BaseMedians {
+    let median = |values: Vec<f64>| kpis::summarize(values).map(|s| s.median);
     let buys: Vec<PurchaseFacts> = facts.iter().filter_map(|f| f.purchases).collect();
     BaseMedians {
         recency_days: median(buys.iter().map(|p| p.recency_days).collect()),
