@@ -146,7 +146,7 @@ fn demo_recovers_planted_segments_and_every_count_adds_up() {
     let assignments = std::fs::read_to_string(out.join("assignments.csv")).expect("csv");
     assert_eq!(assignments.lines().count() as u64, n + 1);
 
-    // One Qdrant point per customer, and a rerun on the same data adds none.
+    // One point per customer was written; the engine's own count after a rerun is below.
     let points = count(store, "/store/points_written");
     assert_eq!(points, n);
     segscope()
@@ -166,4 +166,37 @@ fn demo_recovers_planted_segments_and_every_count_adds_up() {
         again, doc,
         "a rerun with the same seed writes the same segments.json"
     );
+    assert_eq!(
+        stored_points(&out.join("store")),
+        n,
+        "the rerun added no points"
+    );
+}
+
+/// Points in the demo's embedded Qdrant collection, counted by the engine itself.
+fn stored_points(data_dir: &std::path::Path) -> u64 {
+    use segscope::store::{CollectionSpec, ConfiguredStore, Distance, VectorSpec, VectorStore};
+    let settings = segscope::settings::Settings::load_with_env(None, Vec::new()).unwrap();
+    let spec = CollectionSpec {
+        name: String::new(),
+        vectors: vec![
+            VectorSpec {
+                name: "browsing".into(),
+                dimensions: settings.embedding.local.dimensions,
+                distance: Distance::Cosine,
+            },
+            VectorSpec {
+                name: "rfm".into(),
+                dimensions: 3,
+                distance: Distance::Euclid,
+            },
+        ],
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = ConfiguredStore::open(&settings.store, data_dir, &spec)
+            .await
+            .unwrap();
+        store.count().await.unwrap()
+    })
 }
