@@ -78,7 +78,7 @@ impl SegmentBrief {
 #[derive(Debug, Clone)]
 pub struct NarrativeInput<'a> {
     /// What was segmented.
-    pub subject: Population,
+    pub population: Population,
     /// Every citable figure of the run.
     pub catalogue: &'a FigureCatalogue,
     /// The segments, in output order.
@@ -576,7 +576,7 @@ pub async fn narrate_with_model<M: ChatModel>(
     })
     .and_then(|system| {
         let user = prompts::render_narrate_segments(&NarrateSegmentsContext {
-            subject: input.subject,
+            population: input.population,
             k: input.segments.len(),
             not_described: input.segments.len() - described.len(),
             data: narrative_data(input, &described),

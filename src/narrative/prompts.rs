@@ -56,7 +56,7 @@ impl Population {
 pub struct NarrateSegmentsContext {
     /// What was segmented.
     #[serde(skip)]
-    pub subject: Population,
+    pub population: Population,
     /// Segments in the run.
     pub k: usize,
     /// Segments left out for their size.
@@ -152,7 +152,7 @@ pub fn render_narrator_system(context: &NarratorSystemContext) -> Result<String,
 /// The request to name and describe the segments.
 pub fn render_narrate_segments(context: &NarrateSegmentsContext) -> Result<String, PromptError> {
     let mut c = tera::Context::new();
-    c.insert("subject", context.subject.words());
+    c.insert("subject", context.population.words());
     c.insert("k", &context.k);
     c.insert("segment_count", &context.data.segments.len());
     c.insert("not_described", &context.not_described);
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn segments_prompt_fences_customer_strings_as_json_data() {
         let text = render_narrate_segments(&NarrateSegmentsContext {
-            subject: Population::StoreCustomers,
+            population: Population::StoreCustomers,
             k: 3,
             not_described: 1,
             data: data(),

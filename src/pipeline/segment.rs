@@ -123,7 +123,7 @@ pub fn run_segment(
             &map_summaries,
         );
         let input = NarrativeInput {
-            subject: Population::FeatureRows,
+            population: Population::FeatureRows,
             catalogue: &catalogue,
             segments: engine::segment_briefs(&profiles, &builtin, &builtin_caveats, None),
         };

@@ -331,7 +331,7 @@ pub fn run_store_segment(
             &map_summaries,
         );
         let input = NarrativeInput {
-            subject: Population::StoreCustomers,
+            population: Population::StoreCustomers,
             catalogue: &catalogue,
             segments: engine::segment_briefs(
                 &profiles,
