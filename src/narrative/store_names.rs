@@ -218,7 +218,14 @@ fn describe(k: &BusinessKpis, id: usize, size: usize, share: f64) -> (String, Ve
             figure(d.nearest_value)
         ));
     }
-    (text, figures)
+    // A KPI named twice (a median, then again against the nearest segment) is cited once.
+    let mut cited: Vec<String> = Vec::with_capacity(figures.len());
+    for key in figures {
+        if !cited.contains(&key) {
+            cited.push(key);
+        }
+    }
+    (text, cited)
 }
 
 #[cfg(test)]
