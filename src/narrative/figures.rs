@@ -35,9 +35,9 @@
 //!
 //! `COLUMN` is the feature column's name verbatim (it may itself contain dots; keys are only
 //! ever looked up, never parsed). Feature columns live under `feature.` so that a column
-//! called `size` or `frequency` cannot collide with a segment's own figures. `RANK` starts at
-//! 1. `stability` under a segment is its mean best Jaccard overlap; `quality.stability` is the
-//! mean adjusted Rand index of the whole partition.
+//! called `size` or `frequency` cannot collide with a segment's own figures. Ranks start
+//! at one. `stability` under a segment is its mean best Jaccard overlap; `quality.stability`
+//! is the mean adjusted Rand index of the whole partition.
 //!
 //! # Displays
 //!

@@ -401,8 +401,8 @@ pub fn numbers_in(text: &str) -> Vec<NumberMention> {
         let mut percent = false;
         let rest: String = chars[end..].iter().map(|c| c.1).take(12).collect();
         for form in ["%", " %", " percent", " per cent"] {
-            if rest.starts_with(form) {
-                let after = rest[form.len()..].chars().next();
+            if let Some(tail) = rest.strip_prefix(form) {
+                let after = tail.chars().next();
                 if form == "%" || form == " %" || !after.is_some_and(char::is_alphanumeric) {
                     percent = true;
                     end += form.chars().count();
