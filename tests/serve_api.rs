@@ -1,0 +1,279 @@
+//! `segscope serve` over real HTTP: health and readiness, the runs API reading a run made by
+//! the real binary, errors as JSON that name what was wrong, bearer-token auth, the body
+//! limit, Prometheus metrics and graceful shutdown.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
+mod support {
+    pub mod cli;
+}
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use segscope::embedding::ApiKey;
+use segscope::serve::{AppState, serve};
+use segscope::settings::Settings;
+use serde_json::{Value, json};
+use support::cli::{assert_matches_schema, read_json, segscope};
+use tokio::sync::oneshot;
+
+const TOKEN: &str = "serve-token-7f3a";
+
+/// Writes an Iris run (PCA only, no resampling: quick) into `data_dir/runs/iris-1`.
+fn make_run(data_dir: &Path) {
+    let out = data_dir.join("runs").join("iris-1");
+    segscope()
+        .args([
+            "segment",
+            "--features",
+            "examples/iris.csv",
+            "--id-column",
+            "id",
+        ])
+        .args([
+            "--label-column",
+            "species",
+            "--k",
+            "3",
+            "--maps",
+            "pca",
+            "--out",
+        ])
+        .arg(&out)
+        .env("SEGSCOPE__STABILITY__RESAMPLES", "0")
+        .assert()
+        .success();
+}
+
+struct Running {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<Result<(), segscope::serve::ServeError>>,
+}
+
+async fn start(data_dir: &Path, token: Option<&str>, max_body: usize) -> Running {
+    let mut settings = Settings::load_with_env(None, Vec::new()).expect("defaults");
+    if let Some(token) = token {
+        settings.serve.token = ApiKey::new(token);
+    }
+    settings.serve.max_body_bytes = max_body;
+    let state = AppState::new(settings, data_dir.to_path_buf()).expect("state");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (bound_tx, bound_rx) = oneshot::channel::<SocketAddr>();
+    let done = tokio::spawn(serve(
+        state,
+        "127.0.0.1:0".parse().unwrap(),
+        async move {
+            let _ = stopped.await;
+        },
+        move |addr| {
+            let _ = bound_tx.send(addr);
+        },
+    ));
+    let addr = bound_rx.await.expect("bound");
+    Running {
+        base: format!("http://{addr}"),
+        stop: Some(stop),
+        done,
+    }
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    let media = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (
+        status,
+        media,
+        response.bytes().await.expect("body").to_vec(),
+    )
+}
+
+async fn get_json(url: &str, token: Option<&str>) -> (u16, Value) {
+    let (status, media, body) = get(url, token).await;
+    assert!(media.starts_with("application/json"), "{url}: {media}");
+    (status, serde_json::from_slice(&body).expect("json"))
+}
+
+#[tokio::test]
+async fn the_runs_api_serves_what_the_pipeline_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    make_run(dir.path());
+    std::fs::create_dir_all(dir.path().join("runs").join("half-written")).unwrap();
+    let server = start(dir.path(), None, 1 << 20).await;
+    let base = &server.base;
+    let run_dir = dir.path().join("runs").join("iris-1");
+    let on_disk = read_json(&run_dir.join("segments.json"));
+
+    assert_eq!(
+        get_json(&format!("{base}/healthz"), None).await,
+        (200, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        get_json(&format!("{base}/readyz"), None).await,
+        (200, json!({"status": "ready", "store": "edge"}))
+    );
+
+    let (status, list) = get_json(&format!("{base}/api/v1/runs"), None).await;
+    assert_eq!(status, 200);
+    let runs = list["runs"].as_array().unwrap();
+    assert_eq!(
+        runs.len(),
+        1,
+        "the folder without segments.json is not a run: {list}"
+    );
+    assert_eq!(runs[0]["id"], "iris-1");
+    assert_eq!(runs[0]["k"], 3);
+    assert_eq!(runs[0]["n_customers"], 150);
+    assert_eq!(runs[0]["method"], "kmeans");
+    assert_eq!(runs[0]["narrator"], on_disk["narrator"]);
+
+    assert_eq!(
+        get_json(&format!("{base}/api/v1/runs/iris-1"), None).await,
+        (200, on_disk.clone())
+    );
+    let (status, segments) = get_json(&format!("{base}/api/v1/runs/iris-1/segments"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(segments["segments"], on_disk["segments"]);
+    assert_eq!(segments["caveats"], on_disk["caveats"]);
+    assert_eq!(
+        get_json(&format!("{base}/api/v1/runs/iris-1/segments/2"), None).await,
+        (200, on_disk["segments"][1].clone())
+    );
+
+    let (status, media, bytes) = get(
+        &format!("{base}/api/v1/runs/iris-1/files/assignments.csv"),
+        None,
+    )
+    .await;
+    assert_eq!((status, media.as_str()), (200, "text/csv; charset=utf-8"));
+    assert_eq!(
+        bytes,
+        std::fs::read(run_dir.join("assignments.csv")).unwrap()
+    );
+
+    for (path, status, code, message) in [
+        ("/api/v1/runs/nope", 404, "not_found", "no run \"nope\""),
+        (
+            "/api/v1/runs/iris-1/segments/9",
+            404,
+            "not_found",
+            "run \"iris-1\" has no segment 9",
+        ),
+        (
+            "/api/v1/runs/iris-1/segments/first",
+            400,
+            "bad_request",
+            "segment \"first\" is not a segment id (1, 2, ...)",
+        ),
+        (
+            "/api/v1/runs/bad.id",
+            400,
+            "bad_request",
+            "run id \"bad.id\" is not valid: use 1 to 64 letters, digits, '-' or '_'",
+        ),
+        (
+            "/api/v1/runs/iris-1/files/config.toml",
+            400,
+            "bad_request",
+            "\"config.toml\" is not a run file; use one of segments.json, assignments.csv, report.html, run.json",
+        ),
+        ("/no/such/route", 404, "not_found", "no such route"),
+    ] {
+        assert_eq!(
+            get_json(&format!("{base}{path}"), None).await,
+            (status, json!({"error": {"code": code, "message": message}})),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_a_token_the_api_needs_it_and_health_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Some(TOKEN), 1 << 20).await;
+    let runs = format!("{}/api/v1/runs", server.base);
+    let denied = json!({"error": {"code": "unauthorized",
+        "message": "missing or wrong bearer token (Authorization: Bearer <serve.token>)"}});
+    assert_eq!(get_json(&runs, None).await, (401, denied.clone()));
+    assert_eq!(
+        get_json(&runs, Some("serve-token-7f3b")).await,
+        (401, denied)
+    );
+    assert_eq!(
+        get_json(&runs, Some(TOKEN)).await,
+        (200, json!({"runs": []}))
+    );
+    let response = reqwest::Client::new().get(&runs).send().await.unwrap();
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        get_json(&format!("{}/healthz", server.base), None).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_before_they_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), None, 1024).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/runs", server.base))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_shutdown_is_graceful() {
+    let dir = tempfile::tempdir().unwrap();
+    make_run(dir.path());
+    let mut server = start(dir.path(), None, 1 << 20).await;
+    let base = server.base.clone();
+    for _ in 0..2 {
+        assert_eq!(
+            get(&format!("{base}/api/v1/runs/iris-1"), None).await.0,
+            200
+        );
+    }
+    assert_eq!(get(&format!("{base}/api/v1/runs/nope"), None).await.0, 404);
+    let (status, media, body) = get(&format!("{base}/metrics"), None).await;
+    assert_eq!(status, 200);
+    assert!(media.starts_with("application/openmetrics-text"), "{media}");
+    let text = String::from_utf8(body).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.contains(&r#"segscope_http_requests_total{method="GET",route="/api/v1/runs/{id}",status="200"} 2"#),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&r#"segscope_http_requests_total{method="GET",route="/api/v1/runs/{id}",status="404"} 1"#),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&r#"segscope_http_request_duration_seconds_count{method="GET",route="/api/v1/runs/{id}"} 3"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("iris-1"),
+        "run ids must not become labels: {text}"
+    );
+
+    server.stop.take().unwrap().send(()).unwrap();
+    server.done.await.unwrap().expect("clean stop");
+}
