@@ -142,10 +142,9 @@ async fn the_runs_api_serves_what_the_pipeline_wrote() {
     assert_eq!(runs[0]["method"], "kmeans");
     assert_eq!(runs[0]["narrator"], on_disk["narrator"]);
 
-    assert_eq!(
-        get_json(&format!("{base}/api/v1/runs/iris-1"), None).await,
-        (200, on_disk.clone())
-    );
+    let (status, served) = get_json(&format!("{base}/api/v1/runs/iris-1"), None).await;
+    assert_eq!((status, &served), (200, &on_disk));
+    assert_matches_schema(&served);
     let (status, segments) = get_json(&format!("{base}/api/v1/runs/iris-1/segments"), None).await;
     assert_eq!(status, 200);
     assert_eq!(segments["segments"], on_disk["segments"]);
