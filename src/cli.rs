@@ -180,7 +180,9 @@ impl CliError {
             CliError::Threads(_) => 1,
             CliError::Serve(crate::serve::ServeError::Bind { .. }) => 2,
             CliError::Serve(crate::serve::ServeError::DataDir { .. }) => 5,
-            CliError::Serve(crate::serve::ServeError::Io(_)) => 1,
+            CliError::Serve(
+                crate::serve::ServeError::Io(_) | crate::serve::ServeError::Threads(_),
+            ) => 1,
         }
     }
 }
@@ -349,14 +351,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     "serving on a non-loopback address without serve.token: anyone who can reach it can read every run"
                 );
             }
-            let state = crate::serve::AppState::new(settings, args.data_dir.clone())?;
             let runtime = runtime()?;
-            runtime.block_on(crate::serve::serve(
-                state,
-                args.bind,
-                crate::serve::shutdown_signal(),
-                |bound| println!("segscope serve: listening on http://{bound}"),
-            ))?;
+            runtime.block_on(async {
+                let state = crate::serve::AppState::new(settings, args.data_dir.clone())?;
+                crate::serve::serve(state, args.bind, crate::serve::shutdown_signal(), |bound| {
+                    println!("segscope serve: listening on http://{bound}")
+                })
+                .await
+            })?;
             Ok(())
         }
     }

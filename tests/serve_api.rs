@@ -276,3 +276,185 @@ async fn metrics_count_requests_by_route_template_and_shutdown_is_graceful() {
     server.stop.take().unwrap().send(()).unwrap();
     server.done.await.unwrap().expect("clean stop");
 }
+
+/// Reads a server-sent event stream to its end; returns each `progress` event's data.
+async fn follow(url: &str) -> Vec<Value> {
+    let mut response = reqwest::Client::new().get(url).send().await.expect("send");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+    }
+    text.split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "event: progress"))
+        .map(|block| {
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("data line");
+            serde_json::from_str(data).expect("json")
+        })
+        .collect()
+}
+
+async fn post(url: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&response.bytes().await.unwrap()).expect("json"),
+    )
+}
+
+#[tokio::test]
+async fn a_run_started_through_the_api_reports_progress_until_it_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), None, 1 << 20).await;
+    std::fs::copy(
+        "examples/iris.csv",
+        dir.path().join("inbox").join("iris.csv"),
+    )
+    .unwrap();
+    let (status, started) = post(
+        &format!("{}/api/v1/runs", server.base),
+        r#"{"kind": "table", "features": "iris.csv", "id_column": "id",
+            "label_column": "species", "k": 3, "maps": ["pca"], "seed": 11}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let run_id = started["run_id"].as_str().unwrap().to_string();
+    assert_eq!(started["events"], format!("/api/v1/runs/{run_id}/events"));
+
+    let events = follow(&format!(
+        "{}{}",
+        server.base,
+        started["events"].as_str().unwrap()
+    ))
+    .await;
+    let last = events.last().expect("events");
+    assert_eq!(last["state"], "succeeded", "{events:?}");
+    assert_eq!(last["percent"], 100.0);
+    let percents: Vec<f64> = events
+        .iter()
+        .map(|e| e["percent"].as_f64().unwrap())
+        .collect();
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
+
+    let (status, progress) = get_json(
+        &format!("{}/api/v1/runs/{run_id}/progress", server.base),
+        None,
+    )
+    .await;
+    assert_eq!((status, &progress), (200, last));
+    let (_, doc) = get_json(&format!("{}/api/v1/runs/{run_id}", server.base), None).await;
+    assert_eq!(
+        (doc["k"].as_u64(), doc["seed"].as_u64()),
+        (Some(3), Some(11))
+    );
+    assert_eq!(doc["n_customers"], 150);
+}
+
+#[tokio::test]
+async fn a_failed_run_says_why_and_bad_requests_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), None, 1 << 20).await;
+    let inbox = dir.path().join("inbox");
+    std::fs::write(inbox.join("empty.csv"), "id,a,b\n").unwrap();
+    let runs = format!("{}/api/v1/runs", server.base);
+
+    let (status, started) = post(
+        &runs,
+        r#"{"kind": "table", "features": "empty.csv", "id_column": "id"}"#,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let events = follow(&format!(
+        "{}{}",
+        server.base,
+        started["events"].as_str().unwrap()
+    ))
+    .await;
+    let last = events.last().unwrap();
+    assert_eq!(last["state"], "failed");
+    assert!(
+        last["error"].as_str().unwrap().contains("empty.csv"),
+        "the error names the file: {last}"
+    );
+
+    let bad = |message: &str| {
+        (
+            400,
+            json!({"error": {"code": "bad_request", "message": message}}),
+        )
+    };
+    assert_eq!(
+        post(
+            &runs,
+            r#"{"kind": "table", "features": "../etc/passwd", "id_column": "id"}"#
+        )
+        .await,
+        bad("features: \"../etc/passwd\" must be a relative path inside the inbox, without '..'")
+    );
+    assert_eq!(
+        post(
+            &runs,
+            r#"{"kind": "table", "features": "missing.csv", "id_column": "id"}"#
+        )
+        .await,
+        bad("features: \"missing.csv\" is not a file in the inbox")
+    );
+    assert_eq!(
+        post(&runs, r#"{"kind": "store"}"#).await,
+        bad("transactions, events: name at least one of them")
+    );
+    assert_eq!(
+        post(
+            &runs,
+            r#"{"kind": "store", "events": "empty.csv", "as_of": "last week"}"#
+        )
+        .await,
+        bad("as_of: \"last week\" is not a date; use YYYY-MM-DD or an RFC 3339 instant")
+    );
+    assert_eq!(
+        post(
+            &runs,
+            r#"{"kind": "table", "features": "empty.csv", "id_column": "id", "maps": []}"#
+        )
+        .await,
+        bad("configuration: segment.maps is empty: name at least one of pca, umap, tsne")
+    );
+    let (status, unknown) = post(
+        &runs,
+        r#"{"kind": "table", "features": "empty.csv", "id_column": "id", "clusters": 4}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let message = unknown["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("request body: "), "{message}");
+    assert!(message.contains("unknown field `clusters`"), "{message}");
+    let response = reqwest::Client::new()
+        .post(&runs)
+        .body(r#"{"kind": "store"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap(),
+        bad("send the body as JSON (Content-Type: application/json)").1
+    );
+    assert_eq!(
+        get_json(&format!("{runs}/nope/progress"), None).await,
+        (
+            404,
+            json!({"error": {"code": "not_found", "message": "no run \"nope\""}})
+        )
+    );
+}

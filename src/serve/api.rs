@@ -77,7 +77,9 @@ impl From<RunError> for ApiError {
 /// The `/api/v1` routes (auth is layered on by [`super::router`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/runs", get(list_runs))
+        .route("/runs", get(list_runs).post(super::start::start_run))
+        .route("/runs/{id}/progress", get(super::start::progress))
+        .route("/runs/{id}/events", get(super::start::events))
         .route("/runs/{id}", get(run))
         .route("/runs/{id}/segments", get(segments))
         .route("/runs/{id}/segments/{segment}", get(segment))

@@ -13,15 +13,22 @@
 //! - `GET /healthz`: the process answers (no dependency checked);
 //! - `GET /readyz`: the vector store can take work (see [`crate::store::probe`]), 503 if not;
 //! - `GET /metrics`: Prometheus text format (requests by route and status, latencies);
+//! - `POST /api/v1/runs`: start a run on files in `<data dir>/inbox` (202 and the run id;
+//!   see [`start`]), `GET /api/v1/runs/{id}/progress` and `GET /api/v1/runs/{id}/events`
+//!   (server-sent events) to follow it;
 //! - `GET /api/v1/runs`, `GET /api/v1/runs/{id}`, `GET /api/v1/runs/{id}/segments`,
 //!   `GET /api/v1/runs/{id}/segments/{segment}`, `GET /api/v1/runs/{id}/files/{name}`:
-//!   JSON (or the file) for the stored runs, behind the bearer token when one is configured.
+//!   JSON (or the file) for the stored runs.
+//!
+//! Everything under `/api` needs the bearer token when one is configured.
 
 pub mod api;
 pub mod auth;
+pub mod jobs;
 pub mod metrics;
 pub mod runs;
 pub mod settings;
+pub mod start;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +66,9 @@ pub enum ServeError {
     /// The server failed while running.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    /// The worker pool for runs could not be built.
+    #[error("cannot start worker threads: {0}")]
+    Threads(String),
 }
 
 /// What every handler shares.
@@ -72,21 +82,40 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// Request metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Runs started through the API.
+    pub jobs: Arc<jobs::Jobs>,
+    /// Turns true when the service starts to stop (event streams end then).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
-    /// State over `data_dir`, creating `data_dir/runs` when missing.
+    /// State over `data_dir`, creating `data_dir/runs` and `data_dir/inbox` when missing.
+    /// Must be called inside the tokio runtime the service runs on (jobs use its handle).
     pub fn new(settings: Settings, data_dir: PathBuf) -> Result<Self, ServeError> {
         let runs_dir = data_dir.join("runs");
-        std::fs::create_dir_all(&runs_dir).map_err(|source| ServeError::DataDir {
-            path: runs_dir.clone(),
-            source,
-        })?;
+        for dir in [&runs_dir, &data_dir.join(start::INBOX)] {
+            std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(settings.run.threads)
+            .build()
+            .map_err(|e| ServeError::Threads(e.to_string()))?;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         Ok(AppState {
             runs: Arc::new(runs::RunCatalog::new(runs_dir)),
             settings: Arc::new(settings),
             data_dir,
             metrics: Arc::new(metrics::Metrics::new()),
+            jobs: Arc::new(jobs::Jobs::new(
+                tokio::runtime::Handle::current(),
+                Arc::new(pool),
+            )),
+            stopping,
+            stop: Arc::new(stop),
         })
     }
 }
@@ -116,8 +145,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `addr` until `shutdown` resolves, then stops taking connections and lets the
-/// requests in flight finish. `ready` receives the bound address (port 0 picks a free one).
+/// Serves on `addr` until `shutdown` resolves, then stops taking connections, ends the
+/// event streams, lets the requests in flight finish and marks runs that have not finished
+/// as interrupted. `ready` receives the bound address (port 0 picks a free one).
 pub async fn serve(
     state: AppState,
     addr: SocketAddr,
@@ -130,9 +160,19 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     tracing::info!(%bound, "segscope serve listening");
     ready(bound);
+    let stop = Arc::clone(&state.stop);
+    let mut stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let jobs = Arc::clone(&state.jobs);
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        })
         .await?;
+    jobs.interrupt_unfinished();
     tracing::info!("segscope serve stopped");
     Ok(())
 }
