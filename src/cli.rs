@@ -46,6 +46,22 @@ pub enum Command {
     Segment(SegmentArgs),
     /// Generate a synthetic store with planted segments and run the whole pipeline on it.
     Demo(DemoArgs),
+    /// Serve the runs in a data directory over HTTP: health, metrics and the JSON API.
+    Serve(ServeArgs),
+}
+
+/// `segscope serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
+    /// Data directory: runs are served from DIR/runs/<run id>/, the embedded store is DIR/store.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Settings file (TOML), layered over the defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `segscope demo`.
@@ -143,6 +159,9 @@ pub enum CliError {
     /// The demo's store could not be generated, or its run failed.
     #[error(transparent)]
     Demo(#[from] DemoError),
+    /// The service could not start or failed.
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
 }
 
 impl CliError {
@@ -160,6 +179,11 @@ impl CliError {
                 _ => 1,
             },
             CliError::Threads(_) => 1,
+            CliError::Serve(crate::serve::ServeError::Bind { .. }) => 2,
+            CliError::Serve(crate::serve::ServeError::DataDir { .. }) => 5,
+            CliError::Serve(
+                crate::serve::ServeError::Io(_) | crate::serve::ServeError::Threads(_),
+            ) => 1,
         }
     }
 }
@@ -318,6 +342,24 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let demo = pool.install(|| run_demo(&request, &handle, &progress))?;
             println!("{}", demo.summary_table());
             print_summary(&demo.run.document, &demo.run.out_dir);
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let settings = Settings::load(args.config.as_deref())?;
+            if settings.serve.token.is_empty() && !args.bind.ip().is_loopback() {
+                tracing::warn!(
+                    bind = %args.bind,
+                    "serving on a non-loopback address without serve.token: anyone who can reach it can read every run"
+                );
+            }
+            let runtime = runtime()?;
+            runtime.block_on(async {
+                let state = crate::serve::AppState::new(settings, args.data_dir.clone())?;
+                crate::serve::serve(state, args.bind, crate::serve::shutdown_signal(), |bound| {
+                    println!("segscope serve: listening on http://{bound}")
+                })
+                .await
+            })?;
             Ok(())
         }
     }
