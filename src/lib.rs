@@ -10,14 +10,16 @@
 //!   [`features`] (scaling, RFM, browsing behaviour), [`embedding`] (browsing histories to
 //!   vectors: local or an OpenAI-compatible API), [`store`] (Qdrant: embedded or server),
 //!   [`analysis`] (CPU-only maths on ndarray: clustering, maps, validity, KPIs),
-//!   [`narrative`] (names, descriptions and caveats written from the numbers), [`report`]
+//!   [`llm`] (chat models: OpenAI-compatible or none), [`narrative`] (names, descriptions
+//!   and caveats written from the numbers, or by a model and checked against them), [`report`]
 //!   (the files a run writes: `segments.json`, `assignments.csv`, `report.html`);
 //! - [`domain`]: plain data with invariants, no I/O.
 //!
 //! Nothing in [`domain`] or [`analysis`] does I/O or touches an async runtime; every random
 //! choice draws from an RNG seeded by the run's settings, and every parallel reduction is
 //! ordered so that results do not depend on the number of threads. async-openai appears only
-//! in [`embedding`], the qdrant crates only in [`store`].
+//! in [`openai_compat`] and its two clients
+//! ([`embedding::openai`], [`llm::openai`]), the qdrant crates only in [`store`].
 
 pub mod analysis;
 pub mod cli;
@@ -26,7 +28,9 @@ pub mod domain;
 pub mod embedding;
 pub mod features;
 pub mod ingest;
+pub mod llm;
 pub mod narrative;
+pub mod openai_compat;
 pub mod pipeline;
 pub mod report;
 pub mod settings;

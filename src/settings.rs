@@ -52,6 +52,34 @@ pub struct Settings {
     pub events: crate::ingest::store::EventSettings,
     /// Where customer vectors and payloads are stored (embedded Qdrant or a server).
     pub store: crate::store::StoreSettings,
+    /// Which chat model writes text (built-in by default, or an OpenAI-compatible endpoint).
+    pub llm: crate::llm::LlmSettings,
+    /// What the narrator describes and how it is checked.
+    pub narrative: NarrativeSettings,
+    /// How `ask` answers questions.
+    pub ask: AskSettings,
+}
+
+/// `[narrative]`: what the narrator describes and how model text is checked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NarrativeSettings {
+    /// Segments with fewer customers are not described individually (named by their
+    /// figures only), so a handful of people are never profiled in prose.
+    pub min_segment_size: usize,
+    /// Times a model text that fails the grounding check is regenerated (with the
+    /// violations listed) before the built-in text replaces it.
+    pub regenerations: u32,
+}
+
+/// `[ask]`: how questions are answered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AskSettings {
+    /// Most rounds of tool calls before the agent must answer.
+    pub max_tool_rounds: usize,
+    /// Most customers a similarity look-up returns.
+    pub similar_customers: usize,
 }
 
 /// Seed and threads.
@@ -261,6 +289,12 @@ impl Settings {
         let bad = |m: String| Err(SettingsError::Invalid(m));
         if let Err(e) = self.embedding.validate() {
             return bad(e.to_string());
+        }
+        if let Err(e) = self.llm.validate() {
+            return bad(e.to_string());
+        }
+        if self.ask.max_tool_rounds == 0 || self.ask.similar_customers == 0 {
+            return bad("ask.max_tool_rounds and ask.similar_customers must be at least 1".into());
         }
         let weights = &self.customer_matrix;
         for (key, w) in [

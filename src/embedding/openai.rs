@@ -6,55 +6,32 @@
 //! endpoint; it does not choose the text (that is [`BrowsingDocument::text`]) and does not
 //! store vectors.
 //!
-//! How retries work, and why this way:
-//! - async-openai's default transport wraps every request in its own `OpenAIRetryLayer`
-//!   (3 retries, fixed exponential backoff without jitter, Retry-After only as whole seconds)
-//!   and that layer cannot be removed without the crate's `middleware` feature. Its client
-//!   also turns an error response into `OpenAIError::ApiError { status_code, api_error }`
-//!   and drops the response headers, so Retry-After never reaches the caller.
-//! - So the client is built with `Client::with_http_service` around a small tower service
-//!   ([`StatusCapture`]) over async-openai's plain `ReqwestService`: no built-in retry, and
-//!   every non-2xx response becomes an `OpenAIError::Boxed(HttpFailure)` carrying the status,
-//!   the parsed Retry-After (delta-seconds or HTTP-date) and the provider's message. The
-//!   retry loop here then downcasts it.
-//! - Retried: 429 (except `insufficient_quota`, which waiting cannot clear), 408, 5xx,
-//!   timeouts, connection and body-transfer errors, with full-jitter
-//!   exponential backoff from an RNG seeded by the run seed and the batch number (so the
-//!   schedule is reproducible), or exactly the server's Retry-After when it sends one (up to
-//!   `max_retry_after_secs`; a longer one fails the run rather than stalling it). A malformed
-//!   success body is retried once (a proxy may have cut it), then reported. Anything else
-//!   (400, 401, 403, 404, ...) fails at once with the status and the provider's message.
-//! - The API key only ever travels in the Authorization header: [`ApiKey`] hides it from
-//!   `Debug`, and it is scrubbed from provider messages (OpenAI echoes a masked key on 401).
+//! Retries, Retry-After, redaction and the transport are shared with the chat model in
+//! [`crate::openai_compat`]; here a batch is retried as a whole, and a malformed success
+//! body only once (then reported).
 //!
 //! Key and base URL: the `[embedding.openai]` value wins when set; otherwise `OPENAI_API_KEY`
 //! / `OPENAI_BASE_URL`, as OpenAI's own SDKs do for explicit arguments over the environment.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
-use async_openai::error::{OpenAIError as ClientError, WrappedError};
-use async_openai::middleware::{HttpRequestFactory, ReqwestService};
 use async_openai::types::embeddings::{
     CreateEmbeddingRequest, CreateEmbeddingResponse, EmbeddingInput,
 };
 use ndarray::Array2;
-use rand::{Rng, SeedableRng};
-use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::task::JoinSet;
 
 use super::cache::{CacheKey, EmbeddingCache, cache_key};
 use super::{ApiKey, EmbedderInfo, EmbeddingError, OpenAiSettings};
 use crate::analysis::progress::Progress;
 use crate::domain::BrowsingDocument;
-
-/// The OpenAI API, used when neither the settings nor `OPENAI_BASE_URL` name another.
-pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+use crate::openai_compat::{
+    Backoff, Endpoint, FailureKind, build_client, classify, redact_url, resolve_endpoint,
+};
 
 /// Why embedding through the endpoint failed. Messages name the status and the provider's
 /// explanation, never the key.
@@ -158,93 +135,6 @@ pub enum OpenAiError {
     },
 }
 
-/// An error response as the transport saw it, before async-openai could drop its headers.
-#[derive(Debug, thiserror::Error)]
-#[error("HTTP {status}: {message}")]
-struct HttpFailure {
-    status: u16,
-    retry_after: Option<Duration>,
-    message: String,
-    /// The provider says retrying cannot help (OpenAI's `insufficient_quota` 429).
-    permanent: bool,
-}
-
-/// Error codes that share a retryable status (429) but will not clear by waiting.
-const PERMANENT_ERROR_CODES: [&str; 1] = ["insufficient_quota"];
-
-/// Reads `Retry-After`: delta-seconds (a decimal is accepted) or an HTTP-date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// The tower service installed into async-openai: plain reqwest transport (no built-in
-/// retry) that turns error responses into [`HttpFailure`]s so status and Retry-After survive.
-#[derive(Clone, Debug)]
-struct StatusCapture {
-    inner: ReqwestService,
-}
-
-type CaptureFuture =
-    Pin<Box<dyn Future<Output = Result<reqwest::Response, ClientError>> + Send + 'static>>;
-
-impl tower::Service<HttpRequestFactory> for StatusCapture {
-    type Response = reqwest::Response;
-    type Error = ClientError;
-    type Future = CaptureFuture;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
-        let sent = self.inner.call(request);
-        Box::pin(async move {
-            let response = sent.await?;
-            if response.status().is_success() {
-                return Ok(response);
-            }
-            let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let body = response.bytes().await.map_err(ClientError::Reqwest)?;
-            let (message, permanent) = match serde_json::from_slice::<WrappedError>(&body) {
-                Ok(wrapped) => {
-                    let error = wrapped.error;
-                    let permanent = [&error.code, &error.r#type]
-                        .into_iter()
-                        .flatten()
-                        .any(|c| PERMANENT_ERROR_CODES.contains(&c.as_str()));
-                    (error.message, permanent)
-                }
-                Err(_) => (
-                    String::from_utf8_lossy(&body).chars().take(300).collect(),
-                    false,
-                ),
-            };
-            Err(ClientError::Boxed(Box::new(HttpFailure {
-                status,
-                retry_after,
-                message,
-                permanent,
-            })))
-        })
-    }
-}
-
 /// What a request task hands back: its batch number and the batch's vectors.
 type BatchOutcome = (usize, Result<Vec<Vec<f32>>, OpenAiError>);
 
@@ -284,26 +174,6 @@ impl std::fmt::Debug for OpenAiEmbedder {
     }
 }
 
-/// The base URL without user info or query, for outputs and logs.
-fn redact_url(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or_default();
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            format!("{scheme}://{rest}")
-        }
-        None => url.to_string(),
-    }
-}
-
-/// One failed attempt, classified.
-struct Failure {
-    retry: bool,
-    malformed: bool,
-    retry_after: Option<Duration>,
-    error: Box<dyn Fn(u32) -> OpenAiError + Send>,
-}
-
 impl OpenAiEmbedder {
     /// Builds the client from settings, falling back to `OPENAI_API_KEY` / `OPENAI_BASE_URL`.
     /// No request is made. `seed` seeds the retry jitter.
@@ -317,33 +187,17 @@ impl OpenAiEmbedder {
         seed: u64,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, OpenAiError> {
-        let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-        let base_url = non_empty(Some(settings.base_url.clone()))
-            .or_else(|| non_empty(env("OPENAI_BASE_URL")))
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string())
-            .trim()
-            .trim_end_matches('/')
-            .to_string();
-        let key = if settings.api_key.is_empty() {
-            ApiKey::new(non_empty(env("OPENAI_API_KEY")).unwrap_or_default())
-        } else {
-            settings.api_key.clone()
-        };
-        if key.is_empty() && base_url.contains("api.openai.com") {
-            return Err(OpenAiError::MissingApiKey { base_url });
-        }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs_f64(settings.timeout_secs))
-            .build()
-            .map_err(|e| OpenAiError::Client {
-                detail: e.to_string(),
-            })?;
-        let config = OpenAIConfig::new()
-            .with_api_base(base_url.clone())
-            .with_api_key(key.expose());
-        let client = Client::build(http.clone(), config).with_http_service(StatusCapture {
-            inner: ReqwestService::new(http),
-        });
+        let Endpoint { base_url, key } =
+            resolve_endpoint(&settings.base_url, &settings.api_key, env)
+                .map_err(|base_url| OpenAiError::MissingApiKey { base_url })?;
+        let client = build_client(
+            &Endpoint {
+                base_url: base_url.clone(),
+                key: key.clone(),
+            },
+            Duration::from_secs_f64(settings.timeout_secs),
+        )
+        .map_err(|detail| OpenAiError::Client { detail })?;
         let cache = if settings.cache_dir.trim().is_empty() {
             EmbeddingCache::disabled()
         } else {
@@ -507,7 +361,10 @@ async fn embed_batch(
             .send_dimensions
             .then(|| u32::try_from(inner.dimensions).unwrap_or(u32::MAX)),
     };
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(
+    let mut backoff = Backoff::new(
+        inner.backoff_initial,
+        inner.backoff_max,
+        inner.max_retry_after,
         inner.seed ^ batch_no.wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
     let mut attempts = 0u32;
@@ -516,115 +373,47 @@ async fn embed_batch(
         attempts += 1;
         let failure = match inner.client.embeddings().create(request.clone()).await {
             Ok(response) => return validate(response, n, inner.dimensions),
-            Err(e) => classify(e, inner),
+            Err(e) => classify(e, &inner.key),
         };
-        let may_retry = failure.retry
-            && attempts <= inner.max_retries
-            && !(failure.malformed && malformed_retried);
+        let malformed = matches!(failure.kind, FailureKind::Malformed { .. });
+        let may_retry =
+            failure.retry && attempts <= inner.max_retries && !(malformed && malformed_retried);
+        let error = attempt_error(failure.kind, attempts, inner.timeout_secs);
         if !may_retry {
-            return Err((failure.error)(attempts));
+            return Err(error);
         }
-        malformed_retried |= failure.malformed;
-        let delay = match failure.retry_after {
-            Some(wait) if wait > inner.max_retry_after => {
-                return Err(OpenAiError::RetryAfterTooLong {
-                    seconds: wait.as_secs(),
-                    limit: inner.max_retry_after.as_secs(),
-                });
-            }
-            Some(wait) => wait,
-            None => {
-                // Full jitter (AWS architecture blog): uniform in [0, min(max, base · 2^k)].
-                let ceiling = inner
-                    .backoff_initial
-                    .saturating_mul(2u32.saturating_pow(attempts - 1))
-                    .min(inner.backoff_max);
-                ceiling.mul_f64(rng.r#gen::<f64>())
-            }
-        };
+        malformed_retried |= malformed;
+        let delay = backoff
+            .delay(attempts, failure.retry_after)
+            .map_err(|seconds| OpenAiError::RetryAfterTooLong {
+                seconds,
+                limit: inner.max_retry_after.as_secs(),
+            })?;
         tracing::warn!(
             attempt = attempts,
             batch = batch_no,
             delay_ms = delay.as_millis() as u64,
-            error = %(failure.error)(attempts),
+            error = %error,
             "embedding request failed; retrying"
         );
         tokio::time::sleep(delay).await;
     }
 }
 
-/// Sorts an async-openai error into retryable or not, with the error to report.
-fn classify(error: ClientError, inner: &Inner) -> Failure {
-    let scrub = |m: &str| {
-        if inner.key.is_empty() {
-            m.to_string()
-        } else {
-            m.replace(inner.key.expose(), "[redacted]")
-        }
-    };
-    let status_failure =
-        |status: u16, message: String, retry_after: Option<Duration>, permanent: bool| Failure {
-            retry: !permanent && (status == 429 || status == 408 || status >= 500),
-            malformed: false,
-            retry_after,
-            error: Box::new(move |attempts| OpenAiError::Status {
-                status,
-                message: message.clone(),
-                attempts,
-            }),
-        };
-    match error {
-        ClientError::Boxed(boxed) => match boxed.downcast::<HttpFailure>() {
-            Ok(f) => status_failure(f.status, scrub(&f.message), f.retry_after, f.permanent),
-            Err(other) => transport(scrub(&other.to_string()), false),
-        },
-        ClientError::ApiError(api) => status_failure(
-            api.status_code.as_u16(),
-            scrub(&api.api_error.message),
-            None,
-            false,
-        ),
-        ClientError::Reqwest(e) if e.is_timeout() => {
-            let timeout_secs = inner.timeout_secs;
-            Failure {
-                retry: true,
-                malformed: false,
-                retry_after: None,
-                error: Box::new(move |attempts| OpenAiError::Timeout {
-                    timeout_secs,
-                    attempts,
-                }),
-            }
-        }
-        ClientError::Reqwest(e) => {
-            let retry = e.is_connect() || e.is_request() || e.is_body() || e.is_decode();
-            transport(scrub(&e.to_string()), retry)
-        }
-        ClientError::JSONDeserialize(e, _body) => {
-            let detail = e.to_string();
-            Failure {
-                retry: true,
-                malformed: true,
-                retry_after: None,
-                error: Box::new(move |attempts| OpenAiError::Malformed {
-                    detail: detail.clone(),
-                    attempts,
-                }),
-            }
-        }
-        other => transport(scrub(&other.to_string()), false),
-    }
-}
-
-fn transport(detail: String, retry: bool) -> Failure {
-    Failure {
-        retry,
-        malformed: false,
-        retry_after: None,
-        error: Box::new(move |attempts| OpenAiError::Transport {
-            detail: detail.clone(),
+/// The embedder's error for a failed attempt, after `attempts` requests.
+fn attempt_error(kind: FailureKind, attempts: u32, timeout_secs: f64) -> OpenAiError {
+    match kind {
+        FailureKind::Status { status, message } => OpenAiError::Status {
+            status,
+            message,
             attempts,
-        }),
+        },
+        FailureKind::Timeout => OpenAiError::Timeout {
+            timeout_secs,
+            attempts,
+        },
+        FailureKind::Transport { detail } => OpenAiError::Transport { detail, attempts },
+        FailureKind::Malformed { detail } => OpenAiError::Malformed { detail, attempts },
     }
 }
 
@@ -679,33 +468,5 @@ impl super::Embedder for OpenAiEmbedder {
         progress: &dyn Progress,
     ) -> Result<Array2<f32>, EmbeddingError> {
         Ok(self.embed_docs(docs, progress).await?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        let later = std::time::SystemTime::now() + Duration::from_secs(30);
-        let wait = parse_retry_after(&httpdate::fmt_http_date(later)).expect("date");
-        assert!(wait > Duration::from_secs(27) && wait <= Duration::from_secs(30));
-        assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
-    fn urls_lose_credentials() {
-        assert_eq!(
-            redact_url("https://user:pw@example.com/v1?api-key=x"),
-            "https://example.com/v1"
-        );
     }
 }
