@@ -8,6 +8,8 @@
 
 pub mod builtin;
 pub mod caveats;
+pub mod figures;
+pub mod grounding;
 pub mod reading;
 pub mod store_names;
 
