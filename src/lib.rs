@@ -22,6 +22,7 @@
 //! ([`embedding::openai`], [`llm::openai`]), the qdrant crates only in [`store`].
 
 pub mod analysis;
+pub mod ask;
 pub mod cli;
 pub mod demo;
 pub mod domain;

@@ -134,9 +134,17 @@ fn kpi_in(words: &[String], question: &str, available: &[String]) -> Option<Stri
         "revenue_share"
     } else if has_any(words, &["revenue", "sale"]) {
         "revenue"
-    } else if has_any(words, &["spend", "spender", "spending", "monetary", "valuable", "value"]) {
+    } else if has_any(
+        words,
+        &[
+            "spend", "spender", "spending", "monetary", "valuable", "value",
+        ],
+    ) {
         "monetary"
-    } else if has_any(words, &["order", "frequency", "frequent", "often", "purchase"]) {
+    } else if has_any(
+        words,
+        &["order", "frequency", "frequent", "often", "purchase"],
+    ) {
         "frequency"
     } else if has_any(words, &["recent", "recency", "recently"]) {
         "recency_days"
@@ -161,39 +169,92 @@ pub fn classify(toolbox: &Toolbox, question: &str) -> Intent {
     let k = toolbox.run().document().k;
     let ws = words(question);
     let ids = ids_in(question, k);
-    let named = ids.first().copied().or_else(|| segment_by_name(toolbox, question));
+    let named = ids
+        .first()
+        .copied()
+        .or_else(|| segment_by_name(toolbox, question));
 
-    if has_any(&ws, &["compare", "comparison", "versu", "vs", "difference", "differ"]) {
+    if has_any(
+        &ws,
+        &[
+            "compare",
+            "comparison",
+            "versu",
+            "vs",
+            "difference",
+            "differ",
+        ],
+    ) {
         if let [a, b, ..] = ids.as_slice() {
             return Intent::Compare(*a, *b);
         }
         let lowered = question.to_lowercase();
         for separator in [" versus ", " vs ", " with ", " and ", " to "] {
             if let Some((left, right)) = lowered.split_once(separator)
-                && let (Some(a), Some(b)) =
-                    (segment_by_name(toolbox, left), segment_by_name(toolbox, right))
+                && let (Some(a), Some(b)) = (
+                    segment_by_name(toolbox, left),
+                    segment_by_name(toolbox, right),
+                )
                 && a != b
             {
                 return Intent::Compare(a, b);
             }
         }
     }
-    if has_any(&ws, &["caveat", "trust", "trustworthy", "reliable", "caution", "warning", "map", "limitation"]) {
+    if has_any(
+        &ws,
+        &[
+            "caveat",
+            "trust",
+            "trustworthy",
+            "reliable",
+            "caution",
+            "warning",
+            "map",
+            "limitation",
+        ],
+    ) {
         return Intent::Caveats(named);
     }
-    if has_phrase(question, &["how many segments", "number of segments", "why k", "choose k", "chosen k", "k chosen", "k was chosen", "was k", "choice of k", "how many clusters"]) {
+    if has_phrase(
+        question,
+        &[
+            "how many segments",
+            "number of segments",
+            "why k",
+            "choose k",
+            "chosen k",
+            "k chosen",
+            "k was chosen",
+            "was k",
+            "choice of k",
+            "how many clusters",
+        ],
+    ) {
         return Intent::KChoice;
     }
     let available = kpis(toolbox.run());
     if named.is_none()
-        && (has_any(&ws, &["churn", "churning", "lapsed", "lapsing", "dormant", "inactive"])
-            || has_phrase(question, &["at risk", "losing"]))
+        && (has_any(
+            &ws,
+            &[
+                "churn", "churning", "lapsed", "lapsing", "dormant", "inactive",
+            ],
+        ) || has_phrase(question, &["at risk", "losing"]))
         && available.iter().any(|k| k == "recency_days")
     {
         return Intent::Churn;
     }
-    let lowest = has_any(&ws, &["smallest", "least", "lowest", "fewest", "worst", "minimum"]);
-    let highest = has_any(&ws, &["biggest", "largest", "most", "highest", "top", "best", "maximum", "greatest"]);
+    let lowest = has_any(
+        &ws,
+        &["smallest", "least", "lowest", "fewest", "worst", "minimum"],
+    );
+    let highest = has_any(
+        &ws,
+        &[
+            "biggest", "largest", "most", "highest", "top", "best", "maximum", "greatest",
+        ],
+    );
     if named.is_none() && (lowest || highest) {
         let kpi = kpi_in(&ws, question, &available).unwrap_or_else(|| "size".into());
         // "most recent" means the fewest days since the last purchase.
@@ -205,7 +266,9 @@ pub fn classify(toolbox: &Toolbox, question: &str) -> Intent {
         return Intent::Extreme { kpi, highest };
     }
     if let Some(id) = named {
-        if has_any(&ws, &["big", "large", "size", "many", "small"]) || has_phrase(question, &["how big"]) {
+        if has_any(&ws, &["big", "large", "size", "many", "small"])
+            || has_phrase(question, &["how big"])
+        {
             return Intent::Size(id);
         }
         return Intent::Describe(id);
@@ -327,7 +390,13 @@ async fn respond(
             )
         }
         Intent::Describe(id) => {
-            let out = call(toolbox, record, Tool::SegmentProfile, json!({"segment": id})).await?;
+            let out = call(
+                toolbox,
+                record,
+                Tool::SegmentProfile,
+                json!({"segment": id}),
+            )
+            .await?;
             let segment = toolbox.run().segment(*id);
             let description = segment.map_or("", |s| s.description.as_str());
             let caveats: Vec<String> = segment
@@ -351,7 +420,13 @@ async fn respond(
             text
         }
         Intent::Compare(a, b) => {
-            let out = call(toolbox, record, Tool::CompareSegments, json!({"a": a, "b": b})).await?;
+            let out = call(
+                toolbox,
+                record,
+                Tool::CompareSegments,
+                json!({"a": a, "b": b}),
+            )
+            .await?;
             let rows = out.content["kpis"].as_array().cloned().unwrap_or_default();
             let lines: Vec<String> = rows
                 .iter()
@@ -378,7 +453,10 @@ async fn respond(
         }
         Intent::Extreme { kpi, highest } => {
             let out = call(toolbox, record, Tool::KpiTable, json!({"kpi": kpi})).await?;
-            let table = out.content["segments"].as_array().cloned().unwrap_or_default();
+            let table = out.content["segments"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let ranked: Vec<(usize, String)> = table
                 .iter()
                 .filter_map(|row| {
@@ -387,7 +465,11 @@ async fn respond(
                     Some((id, key))
                 })
                 .collect();
-            let pick = if *highest { ranked.first() } else { ranked.last() };
+            let pick = if *highest {
+                ranked.first()
+            } else {
+                ranked.last()
+            };
             let Some((id, key)) = pick.cloned() else {
                 return Ok(None);
             };
@@ -405,8 +487,17 @@ async fn respond(
             )
         }
         Intent::Churn => {
-            let out = call(toolbox, record, Tool::KpiTable, json!({"kpi": "recency_days"})).await?;
-            let table = out.content["segments"].as_array().cloned().unwrap_or_default();
+            let out = call(
+                toolbox,
+                record,
+                Tool::KpiTable,
+                json!({"kpi": "recency_days"}),
+            )
+            .await?;
+            let table = out.content["segments"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let ranked: Vec<usize> = table
                 .iter()
                 .filter_map(|row| row["id"].as_u64().map(|id| id as usize))

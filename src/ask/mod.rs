@@ -122,7 +122,11 @@ impl Answer {
     /// The answer followed by its citations, as the CLI prints it.
     pub fn render(&self) -> String {
         let mut out = self.text.trim_end().to_string();
-        let _ = write!(out, "\n\nSource: {} (answered by {})", self.run, self.answerer);
+        let _ = write!(
+            out,
+            "\n\nSource: {} (answered by {})",
+            self.run, self.answerer
+        );
         if !self.figures.is_empty() {
             out.push_str("\nFigures:");
             for f in &self.figures {
@@ -146,4 +150,7 @@ pub enum AskError {
     /// The system prompt failed to render.
     #[error("cannot render the ask prompt: {0}")]
     Prompt(String),
+    /// The configured chat model cannot be set up (settings, missing key).
+    #[error(transparent)]
+    Model(#[from] crate::llm::OpenAiChatError),
 }

@@ -61,7 +61,8 @@ impl AskSystemContext {
 
 /// Renders the system prompt.
 pub fn render_system(context: &AskSystemContext) -> Result<String, AskError> {
-    let ctx = tera::Context::from_serialize(context).map_err(|e| AskError::Prompt(e.to_string()))?;
+    let ctx =
+        tera::Context::from_serialize(context).map_err(|e| AskError::Prompt(e.to_string()))?;
     tera::Tera::one_off(TEMPLATE, &ctx, false).map_err(|e| AskError::Prompt(e.to_string()))
 }
 

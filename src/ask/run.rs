@@ -316,13 +316,11 @@ impl StoredRun {
         let embedder = if embedder_path.is_file() {
             let value = read_json(&embedder_path)?;
             let saved: SavedLocalEmbedder = decode(&embedder_path, "(root)", value)?;
-            Some(
-                LocalEmbedder::load(saved).map_err(|e| RunError::Field {
-                    path: embedder_path.clone(),
-                    field: "(root)".into(),
-                    message: e.to_string(),
-                })?,
-            )
+            Some(LocalEmbedder::load(saved).map_err(|e| RunError::Field {
+                path: embedder_path.clone(),
+                field: "(root)".into(),
+                message: e.to_string(),
+            })?)
         } else {
             None
         };
@@ -481,7 +479,10 @@ mod tests {
 
         write(dir.path(), "{");
         let err = StoredRun::open(dir.path()).expect_err("not json");
-        assert!(err.to_string().contains("segments.json: not valid JSON"), "{err}");
+        assert!(
+            err.to_string().contains("segments.json: not valid JSON"),
+            "{err}"
+        );
 
         write(
             dir.path(),

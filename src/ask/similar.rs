@@ -29,10 +29,46 @@ const TOP_TERMS: usize = 8;
 
 /// Words too common to say anything about browsing.
 const STOPWORDS: [&str; 40] = [
-    "the", "and", "for", "who", "that", "with", "from", "buy", "buys", "bought", "like", "likes",
-    "customers", "customer", "people", "shoppers", "shop", "shops", "browse", "browses", "into",
-    "are", "is", "of", "in", "on", "a", "an", "or", "to", "lots", "much", "many", "things",
-    "stuff", "items", "products", "product", "mostly", "often",
+    "the",
+    "and",
+    "for",
+    "who",
+    "that",
+    "with",
+    "from",
+    "buy",
+    "buys",
+    "bought",
+    "like",
+    "likes",
+    "customers",
+    "customer",
+    "people",
+    "shoppers",
+    "shop",
+    "shops",
+    "browse",
+    "browses",
+    "into",
+    "are",
+    "is",
+    "of",
+    "in",
+    "on",
+    "a",
+    "an",
+    "or",
+    "to",
+    "lots",
+    "much",
+    "many",
+    "things",
+    "stuff",
+    "items",
+    "products",
+    "product",
+    "mostly",
+    "often",
 ];
 
 /// A description mapped onto the vocabulary.
@@ -45,7 +81,9 @@ pub struct Matched {
 }
 
 fn singular(word: &str) -> &str {
-    word.strip_suffix('s').filter(|w| w.len() >= 3).unwrap_or(word)
+    word.strip_suffix('s')
+        .filter(|w| w.len() >= 3)
+        .unwrap_or(word)
 }
 
 /// Maps `description` onto the terms of `embedder`'s vocabulary.
@@ -223,9 +261,7 @@ pub(crate) async fn similar_customers(
     let mean_similarity = if neighbours.is_empty() {
         None
     } else {
-        Some(
-            neighbours.iter().map(|n| f64::from(n.score)).sum::<f64>() / neighbours.len() as f64,
-        )
+        Some(neighbours.iter().map(|n| f64::from(n.score)).sum::<f64>() / neighbours.len() as f64)
     };
     let loadings = embedder.term_loadings(&centroid);
     let vocabulary = embedder.vocabulary();

@@ -23,6 +23,7 @@ use tokio::sync::OnceCell;
 use super::run::{SegmentView, StoredRun};
 use super::similar;
 use crate::narrative::figures::{Figure, Unit};
+use crate::narrative::grounding::numbers_in;
 use crate::settings::AskSettings;
 use crate::store::{ConfiguredStore, StoreError, StoreSettings};
 
@@ -226,8 +227,37 @@ impl FigureList {
         display
     }
 
+    /// Records every number of a text segscope wrote from computed figures (a description,
+    /// a caveat) as a figure under `key.N`, so an answer may repeat the text: the numbers
+    /// were grounded when the text was written.
+    pub(crate) fn quote(&mut self, key: &str, text: &str) -> Value {
+        for (i, mention) in numbers_in(text).into_iter().enumerate() {
+            let value = if mention.percent {
+                mention.value / 100.0
+            } else {
+                mention.value
+            };
+            let display = if mention.percent && !mention.written.ends_with('%') {
+                format!("{}%", mention.value)
+            } else {
+                mention.written.clone()
+            };
+            self.figures.push(Figure {
+                key: format!("{key}.{}", i + 1),
+                value,
+                display,
+            });
+        }
+        Value::String(text.to_string())
+    }
+
     /// As [`FigureList::add`] for a value that may be absent (`null` then).
-    pub(crate) fn maybe(&mut self, key: impl Into<String>, value: Option<f64>, unit: Unit) -> Value {
+    pub(crate) fn maybe(
+        &mut self,
+        key: impl Into<String>,
+        value: Option<f64>,
+        unit: Unit,
+    ) -> Value {
         value.map_or(Value::Null, |v| self.add(key, v, unit))
     }
 }
@@ -292,7 +322,9 @@ impl Toolbox {
 
     /// Each tool with its description and schema, in offering order.
     pub fn specs(&self) -> impl Iterator<Item = (Tool, &Value)> {
-        self.validators.iter().map(|(tool, schema, _)| (*tool, schema))
+        self.validators
+            .iter()
+            .map(|(tool, schema, _)| (*tool, schema))
     }
 
     /// Runs the tool `name` with `arguments` (JSON text as the model wrote it): unknown
@@ -313,10 +345,11 @@ impl Toolbox {
         } else {
             arguments
         };
-        let args: Value = serde_json::from_str(text).map_err(|e| ToolError::MalformedArguments {
-            tool: tool.name(),
-            message: e.to_string(),
-        })?;
+        let args: Value =
+            serde_json::from_str(text).map_err(|e| ToolError::MalformedArguments {
+                tool: tool.name(),
+                message: e.to_string(),
+            })?;
         let errors: Vec<String> = validator
             .iter_errors(&args)
             .map(|e| {
@@ -389,7 +422,10 @@ impl Toolbox {
 
     /// The run's vector store, opened on first use (only similarity needs it, and the
     /// embedded store allows one process at a time).
-    pub(crate) async fn store(&self, spec: &crate::store::CollectionSpec) -> Result<&ConfiguredStore, ToolError> {
+    pub(crate) async fn store(
+        &self,
+        spec: &crate::store::CollectionSpec,
+    ) -> Result<&ConfiguredStore, ToolError> {
         self.store
             .get_or_try_init(|| async {
                 ConfiguredStore::open(
@@ -479,7 +515,11 @@ pub fn kpi_value(segment: &SegmentView, kpi: &str) -> Option<(String, f64, Unit)
             Unit::Number,
         ),
         "revenue" => ("revenue".into(), b.map(|b| b.revenue), Unit::Number),
-        "revenue_share" => ("revenue_share".into(), b.map(|b| b.revenue_share), Unit::Share),
+        "revenue_share" => (
+            "revenue_share".into(),
+            b.map(|b| b.revenue_share),
+            Unit::Share,
+        ),
         "average_order_value" => (
             "average_order_value".into(),
             b.and_then(|b| b.average_order_value),
@@ -557,7 +597,12 @@ fn list_segments(run: &StoredRun, figures: &mut FigureList) -> Value {
     content
 }
 
-fn interests(id: usize, kind: &str, list: &[super::run::InterestView], figures: &mut FigureList) -> Value {
+fn interests(
+    id: usize,
+    kind: &str,
+    list: &[super::run::InterestView],
+    figures: &mut FigureList,
+) -> Value {
     list.iter()
         .enumerate()
         .map(|(i, interest)| {
@@ -578,11 +623,13 @@ fn segment_profile(s: &SegmentView, figures: &mut FigureList) -> Value {
     let mut content = json!({
         "id": id,
         "name": s.name,
-        "description": s.description,
+        "description": figures.quote(&key("description"), &s.description),
         "size": figures.add(key("size"), s.size as f64, Unit::Count),
         "share": figures.add(key("share"), s.share, Unit::Share),
         "stability": figures.maybe(key("stability"), s.stability, Unit::Number),
-        "caveats": s.caveats.iter().map(|c| c.message.clone()).collect::<Vec<_>>(),
+        "caveats": s.caveats.iter().enumerate()
+            .map(|(i, c)| figures.quote(&key(&format!("caveat.{}", i + 1)), &c.message))
+            .collect::<Vec<_>>(),
     });
     if let Some(b) = &s.kpis.business {
         let summary = |name: &str, v: Option<super::run::SummaryView>, figures: &mut FigureList| {
@@ -643,7 +690,12 @@ fn compare_segments(a: &SegmentView, b: &SegmentView, figures: &mut FigureList) 
     let mut names: Vec<String> = COMPARED.iter().map(|s| s.to_string()).collect();
     if a.kpis.business.is_none() {
         names.truncate(2);
-        names.extend(a.kpis.features.iter().map(|f| format!("feature.{}", f.feature)));
+        names.extend(
+            a.kpis
+                .features
+                .iter()
+                .map(|f| format!("feature.{}", f.feature)),
+        );
     }
     let rows: Vec<Value> = names
         .iter()
@@ -656,7 +708,11 @@ fn compare_segments(a: &SegmentView, b: &SegmentView, figures: &mut FigureList) 
                 "a": figures.add(ka, va, unit),
                 "b": figures.add(kb, vb, unit),
             });
-            let diff_unit = if unit == Unit::Count { Unit::Count } else { unit };
+            let diff_unit = if unit == Unit::Count {
+                Unit::Count
+            } else {
+                unit
+            };
             row["a_minus_b"] = figures.add(
                 format!("compare.{}.{}.{kpi}.difference", a.id, b.id),
                 va - vb,
@@ -779,6 +835,8 @@ fn map_caveats(run: &StoredRun, figures: &mut FigureList) -> Value {
     json!({
         "maps": maps,
         "silhouette": figures.maybe("quality.silhouette", doc.quality.silhouette, Unit::Number),
-        "caveats": doc.caveats.iter().map(|c| json!({"kind": c.kind, "message": c.message})).collect::<Vec<_>>(),
+        "caveats": doc.caveats.iter().enumerate()
+            .map(|(i, c)| json!({"kind": c.kind, "message": figures.quote(&format!("caveat.{}", i + 1), &c.message)}))
+            .collect::<Vec<_>>(),
     })
 }

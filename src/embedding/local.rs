@@ -381,12 +381,7 @@ impl LocalEmbedder {
         self.components
             .rows()
             .into_iter()
-            .map(|row| {
-                row.iter()
-                    .zip(vector)
-                    .map(|(c, v)| c * f64::from(*v))
-                    .sum()
-            })
+            .map(|row| row.iter().zip(vector).map(|(c, v)| c * f64::from(*v)).sum())
             .collect()
     }
 

@@ -48,10 +48,10 @@ use crate::narrative::store_names::{BaseMedians, name_store_segments};
 use crate::narrative::{self, CaveatFacts};
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{self, Stages, Subject};
-use crate::report::{ReportError, SegmentsDocument, write_atomically};
 use crate::report::document::{
     CustomerCoverage, MatrixSummary, SCHEMA_VERSION, StoreRunSummary, StoreSummary,
 };
+use crate::report::{ReportError, SegmentsDocument, write_atomically};
 use crate::settings::Settings;
 use crate::store::{
     CollectionSpec, ConfiguredStore, CustomerPoint, Distance, StoreBackend, VectorSpec, VectorStore,
