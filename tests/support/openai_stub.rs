@@ -3,9 +3,17 @@
 //!
 //! Design for reuse: every route goes through one `scripted` step that records the request
 //! and applies the [`Fault`] scripted for that route's n-th request (1-based) before the
-//! route's own handler answers. Adding a route (e.g. `/v1/chat/completions`) is one more
-//! [`Route`] variant, one handler and one line in [`OpenAiStub::start`]; the faults, the
-//! recording and the auth check come for free.
+//! route's own handler answers. Adding a route is one more [`Route`] variant, one handler
+//! and one line in [`OpenAiStub::start`]; the faults, the recording and the auth check come
+//! for free.
+//!
+//! Chat (`/v1/chat/completions`): each request is answered by the next queued
+//! [`ChatAnswer`] ([`OpenAiStub::queue_chat`]), else by the responder
+//! ([`OpenAiStub::respond_with`], which sees the request body, so a test can answer from
+//! the figures in the prompt), else with the text "stub answer". Streamed requests
+//! (`stream: true`) get real server-sent events: a role chunk, the text in pieces, tool-call
+//! fragments split mid-arguments, the finish chunk, a usage chunk when `include_usage` is
+//! asked, and `data: [DONE]`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -27,10 +35,26 @@ use tokio::time::Instant;
 pub enum Route {
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/chat/completions`.
+    Chat,
 }
 
+/// What the chat route answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatAnswer {
+    /// Text, finish reason `stop`.
+    Text(String),
+    /// Tool calls (name, raw arguments), finish reason `tool_calls`; ids are `call_{request}_{i}`.
+    ToolCalls(Vec<(String, String)>),
+    /// An explicit refusal (OpenAI's `refusal` field), finish reason `stop`.
+    Refusal(String),
+}
+
+/// Builds a chat answer from the request body.
+pub type Responder = Arc<dyn Fn(&Value) -> ChatAnswer + Send + Sync>;
+
 /// What the stub does instead of (or before) a normal answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// An error status with an OpenAI error body, and a Retry-After header when given.
     Status {
@@ -48,6 +72,12 @@ pub enum Fault {
     DropOne,
     /// OpenAI's 429 for an exhausted quota: permanent until someone pays, unlike a rate limit.
     QuotaExhausted,
+    /// Chat, streamed: the first text piece, then the connection ends without a finish
+    /// reason or `[DONE]`. Not streamed: a 200 whose body stops mid-JSON.
+    StreamCut,
+    /// Chat: a 400 naming `response_format` when the request carries one (as llama.cpp
+    /// does), else a normal answer.
+    RejectResponseFormat,
 }
 
 impl Fault {
@@ -85,6 +115,8 @@ pub struct Recorded {
 struct Shared {
     requests: Vec<Recorded>,
     script: HashMap<(Route, usize), Fault>,
+    chat_queue: std::collections::VecDeque<ChatAnswer>,
+    responder: Option<Responder>,
 }
 
 #[derive(Clone)]
@@ -126,6 +158,7 @@ impl OpenAiStub {
         };
         let app = Router::new()
             .route("/v1/embeddings", post(embeddings))
+            .route("/v1/chat/completions", post(chat))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -148,6 +181,30 @@ impl OpenAiStub {
             .expect("lock")
             .script
             .insert((route, number), fault);
+    }
+
+    /// Queues `answer` for the next chat request not answered by an earlier queued one.
+    pub fn queue_chat(&self, answer: ChatAnswer) {
+        self.state
+            .shared
+            .lock()
+            .expect("lock")
+            .chat_queue
+            .push_back(answer);
+    }
+
+    /// Answers chat requests the queue does not cover with `responder(request body)`.
+    pub fn respond_with(&self, responder: impl Fn(&Value) -> ChatAnswer + Send + Sync + 'static) {
+        self.state.shared.lock().expect("lock").responder = Some(Arc::new(responder));
+    }
+
+    /// The bodies of the chat requests so far, in arrival order.
+    pub fn chat_requests(&self) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.route == Route::Chat)
+            .map(|r| r.body)
+            .collect()
     }
 
     /// Every request so far, in arrival order.
@@ -273,4 +330,168 @@ async fn embeddings(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
     }))
     .into_response()
+}
+
+fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+fn sse(events: &[Value], done: bool) -> Response {
+    let mut body = String::new();
+    for event in events {
+        body.push_str(&format!("data: {event}\n\n"));
+    }
+    if done {
+        body.push_str("data: [DONE]\n\n");
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        body,
+    )
+        .into_response()
+}
+
+async fn chat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let fault = match scripted(&state, Route::Chat, &headers, &body).await {
+        Ok(fault) => fault,
+        Err(response) => return response,
+    };
+    if fault == Some(Fault::RejectResponseFormat) && body.get("response_format").is_some() {
+        return error_body(
+            400,
+            "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.",
+            "invalid_request_error",
+            Some("unsupported_parameter"),
+        );
+    }
+    let (number, answer) = {
+        let mut shared = state.shared.lock().expect("lock");
+        let number = shared
+            .requests
+            .iter()
+            .filter(|r| r.route == Route::Chat)
+            .count();
+        let answer = match shared.chat_queue.pop_front() {
+            Some(answer) => answer,
+            None => match shared.responder.clone() {
+                Some(responder) => {
+                    drop(shared);
+                    responder(&body)
+                }
+                None => ChatAnswer::Text("stub answer".into()),
+            },
+        };
+        (number, answer)
+    };
+    let prompt_tokens: usize = body["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| words(m["content"].as_str().unwrap_or("")))
+                .sum()
+        })
+        .unwrap_or(0);
+    let (content, refusal, calls, finish) = match &answer {
+        ChatAnswer::Text(text) => (Some(text.clone()), None, Vec::new(), "stop"),
+        ChatAnswer::Refusal(text) => (None, Some(text.clone()), Vec::new(), "stop"),
+        ChatAnswer::ToolCalls(calls) => (None, None, calls.clone(), "tool_calls"),
+    };
+    let completion_tokens = words(content.as_deref().or(refusal.as_deref()).unwrap_or(""))
+        + calls.iter().map(|(_, a)| words(a)).sum::<usize>();
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens
+    });
+    let id = format!("chatcmpl-stub-{number}");
+    let model = body["model"].clone();
+    let call_id = |i: usize| format!("call_{number}_{i}");
+    if body["stream"].as_bool() != Some(true) {
+        let tool_calls: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, (name, args))| {
+                json!({"id": call_id(i), "type": "function", "function": {"name": name, "arguments": args}})
+            })
+            .collect();
+        let mut message = json!({"role": "assistant", "content": content, "refusal": refusal});
+        if !tool_calls.is_empty() {
+            message["tool_calls"] = Value::Array(tool_calls);
+        }
+        let full = json!({
+            "id": id, "object": "chat.completion", "created": 1_764_000_000u32, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+            "usage": usage
+        })
+        .to_string();
+        if fault == Some(Fault::StreamCut) {
+            let cut: String = full.chars().take(full.len() / 2).collect();
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                cut,
+            )
+                .into_response();
+        }
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            full,
+        )
+            .into_response();
+    }
+    let chunk = |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id, "object": "chat.completion.chunk", "created": 1_764_000_000u32,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]
+        })
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    if let Some(text) = &content {
+        // Three pieces, cut on character boundaries.
+        let chars: Vec<char> = text.chars().collect();
+        let step = chars.len().div_ceil(3).max(1);
+        for piece in chars.chunks(step) {
+            events.push(chunk(
+                json!({"content": piece.iter().collect::<String>()}),
+                None,
+            ));
+        }
+    }
+    if let Some(text) = &refusal {
+        events.push(chunk(json!({"refusal": text}), None));
+    }
+    for (i, (name, args)) in calls.iter().enumerate() {
+        let half = args
+            .char_indices()
+            .nth(args.chars().count() / 2)
+            .map_or(args.len(), |(b, _)| b);
+        events.push(chunk(
+            json!({"tool_calls": [{"index": i, "id": call_id(i), "type": "function",
+                   "function": {"name": name, "arguments": &args[..half]}}]}),
+            None,
+        ));
+        events.push(chunk(
+            json!({"tool_calls": [{"index": i, "function": {"arguments": &args[half..]}}]}),
+            None,
+        ));
+    }
+    if fault == Some(Fault::StreamCut) {
+        events.truncate(2);
+        return sse(&events, false);
+    }
+    events.push(chunk(json!({}), Some(finish)));
+    if body["stream_options"]["include_usage"].as_bool() == Some(true) {
+        events.push(json!({
+            "id": id, "object": "chat.completion.chunk", "created": 1_764_000_000u32,
+            "model": model, "choices": [], "usage": usage
+        }));
+    }
+    sse(&events, true)
 }
