@@ -789,7 +789,7 @@ mod tests {
             model.embed_blocking(&docs, &NoProgress)
         );
         assert_eq!(loaded.vocabulary(), model.vocabulary());
-        assert_eq!(loaded.vocabulary().len(), 4);
+        assert_eq!(loaded.vocabulary().len(), 6);
         // The apparel topic's vector maps back onto apparel terms, not electronics ones.
         let e = model.embed_blocking(&docs[1..2], &NoProgress);
         let loadings = model.term_loadings(e.row(0).as_slice().expect("row"));
@@ -809,7 +809,7 @@ mod tests {
         let err = LocalEmbedder::load(truncated).expect_err("truncated");
         assert_eq!(
             err.to_string(),
-            "saved local embedder: components has 7 values, expected terms (4) × dimensions (2)"
+            "saved local embedder: components has 11 values, expected terms (6) × dimensions (2)"
         );
     }
 
