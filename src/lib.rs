@@ -5,7 +5,9 @@
 //! - transports: [`cli`] (the `segscope` binary) turns arguments into validated commands;
 //! - use cases: [`pipeline`] runs ingest → features → embed → store → cluster → map →
 //!   measure → narrate → report, for feature tables and for store data; [`demo`] runs it on
-//!   a synthetic store with planted segments;
+//!   a synthetic store with planted segments; [`ask`] answers plain-language questions about
+//!   a finished run (a chat model calling read-only tools, or the built-in answerer), every
+//!   number checked against the figures the tools returned;
 //! - capabilities: [`ingest`] (files to validated tables and per-customer records),
 //!   [`features`] (scaling, RFM, browsing behaviour), [`embedding`] (browsing histories to
 //!   vectors: local or an OpenAI-compatible API), [`store`] (Qdrant: embedded or server),
