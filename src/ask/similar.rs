@@ -100,7 +100,7 @@ pub fn match_description(embedder: &LocalEmbedder, description: &str) -> Matched
     for (kind, value) in vocabulary {
         let mut hit = false;
         for part in value
-            .split(|c: char| c == '.' || c == '_' || c == '-' || c == '/' || c == ' ')
+            .split(['.', '_', '-', '/', ' '])
             .filter(|part| !part.is_empty())
         {
             for (i, w) in words.iter().enumerate() {
