@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::analysis::progress::Progress;
 use crate::ask::agent::AgentError;
-use crate::ask::{Agent, AskError, RunError, StoreAccess, StoredRun, Toolbox, builtin};
+use crate::ask::{Agent, AskError, RunError, StoredRun, Toolbox, builtin};
 use crate::demo::{DemoError, DemoRequest, MIN_DEMO_CUSTOMERS, run_demo};
 use crate::domain::{MapMethod, Method, Scaling};
 use crate::ingest::FeatureTableSpec;
@@ -367,14 +367,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 fn ask(args: &AskArgs) -> Result<(), CliError> {
     let settings = Settings::load(args.config.as_deref())?;
     let run = StoredRun::open(&args.run).map_err(AskError::from)?;
-    let access = StoreAccess {
-        settings: settings.store.clone(),
-        data_dir: args
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| args.run.join("store")),
-    };
-    let toolbox = Toolbox::new(run, settings.ask.clone(), access).map_err(AskError::from)?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| args.run.join("store"));
+    let toolbox = Toolbox::new(run, &settings, data_dir).map_err(AskError::from)?;
     let backend =
         ChatBackend::from_settings(&settings.llm, settings.run.seed).map_err(AskError::Model)?;
     let runtime = runtime()?;

@@ -243,6 +243,40 @@ fn builtin_explains_k_caveats_and_what_it_cannot_answer() {
 }
 
 #[test]
+fn builtin_does_not_describe_a_segment_below_the_minimum_size() {
+    let doc = segments();
+    let smallest = doc["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .min_by_key(|s| (s["size"].as_u64().unwrap(), s["id"].as_u64().unwrap()))
+        .unwrap();
+    let (id, size) = (
+        smallest["id"].as_u64().unwrap(),
+        smallest["size"].as_u64().unwrap(),
+    );
+    let min = size + 1;
+    let out = segscope()
+        .args(["ask", &format!("Describe segment {id}"), "--run"])
+        .arg(demo_run())
+        .env("SEGSCOPE__NARRATIVE__MIN_SEGMENT_SIZE", min.to_string())
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert_eq!(
+        stdout.lines().next().unwrap(),
+        format!(
+            "Segment {id}, \"{}\", has {size} customers ({} of the run), fewer than {min} \
+             (narrative.min_segment_size): segscope does not describe segments this small \
+             individually.",
+            smallest["name"].as_str().unwrap(),
+            display(smallest["share"].as_f64().unwrap(), Unit::Share),
+        )
+    );
+    assert!(!stdout.contains("recency_days"), "{stdout}");
+}
+
+#[test]
 fn a_directory_without_a_run_is_an_input_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = segscope()

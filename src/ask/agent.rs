@@ -186,10 +186,14 @@ impl<M: ChatModel> Agent<M> {
             }
             retried = true;
             messages.push(ChatMessage::assistant(text));
+            let next = if record.rounds < self.max_tool_rounds {
+                "Call a tool if you need a figure you do not have, then answer again."
+            } else {
+                "Answer again with the figures you have."
+            };
             messages.push(ChatMessage::user(format!(
                 "Your answer cannot be shown: {}. Every number must be a figure from a tool \
-                 result in this conversation, written as the tool wrote it. Call a tool if you \
-                 need a figure you do not have, then answer again.",
+                 result in this conversation, written as the tool wrote it. {next}",
                 problems.join("; ")
             )));
         };

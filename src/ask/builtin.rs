@@ -389,6 +389,29 @@ async fn respond(
                 shown(&out, "n_customers", &mut used),
             )
         }
+        Intent::Describe(id)
+            if toolbox
+                .run()
+                .segment(*id)
+                .is_some_and(|s| toolbox.is_small(s)) =>
+        {
+            let out = call(
+                toolbox,
+                record,
+                Tool::SegmentProfile,
+                json!({"segment": id}),
+            )
+            .await?;
+            format!(
+                "Segment {id}, \"{}\", has {} customers ({} of the run), fewer than {} \
+                 (narrative.min_segment_size): segscope does not describe segments this small \
+                 individually.",
+                name_of(toolbox, *id),
+                shown(&out, &format!("segment.{id}.size"), &mut used),
+                shown(&out, &format!("segment.{id}.share"), &mut used),
+                shown(&out, "narrative.min_segment_size", &mut used),
+            )
+        }
         Intent::Describe(id) => {
             let out = call(
                 toolbox,

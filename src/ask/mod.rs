@@ -28,7 +28,7 @@ use serde::Serialize;
 
 pub use agent::Agent;
 pub use run::{RunError, StoredRun};
-pub use tools::{StoreAccess, Tool, ToolError, ToolOutput, Toolbox};
+pub use tools::{Tool, ToolError, ToolOutput, Toolbox};
 
 use crate::llm::ModelUsage;
 use crate::narrative::figures::Figure;
@@ -50,8 +50,6 @@ pub enum AnswerStatus {
     NotUnderstood,
     /// A tool the built-in answerer needed failed.
     ToolFailed,
-    /// The model could not be reached (after its own retries).
-    ModelFailed,
 }
 
 /// What happened while answering, for logs and the web chat's record.

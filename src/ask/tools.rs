@@ -24,7 +24,7 @@ use super::run::{SegmentView, StoredRun};
 use super::similar;
 use crate::narrative::figures::{Figure, Unit};
 use crate::narrative::grounding::numbers_in;
-use crate::settings::AskSettings;
+use crate::settings::{AskSettings, Settings};
 use crate::store::{ConfiguredStore, StoreError, StoreSettings};
 
 /// The tools, a closed set: adding one is a compile-time-checked change here.
@@ -275,6 +275,7 @@ pub struct StoreAccess {
 pub struct Toolbox {
     run: StoredRun,
     ask: AskSettings,
+    min_segment_size: usize,
     store_access: StoreAccess,
     store: OnceCell<ConfiguredStore>,
     validators: Vec<(Tool, Value, jsonschema::Validator)>,
@@ -291,11 +292,20 @@ impl std::fmt::Debug for Toolbox {
 impl Toolbox {
     /// Compiles every tool's schema for `run`. The schemas are written here, so failing to
     /// compile one is a bug, reported as [`ToolError::Unavailable`] rather than a panic.
+    ///
+    /// Reads `settings.ask` (limits), `settings.narrative.min_segment_size` (segments
+    /// smaller than this are not profiled individually) and `settings.store` (to reach the
+    /// run's customers, the embedded store's files under `data_dir`).
     pub fn new(
         run: StoredRun,
-        ask: AskSettings,
-        store_access: StoreAccess,
+        settings: &Settings,
+        data_dir: PathBuf,
     ) -> Result<Toolbox, ToolError> {
+        let ask = settings.ask.clone();
+        let store_access = StoreAccess {
+            settings: settings.store.clone(),
+            data_dir,
+        };
         let validators = Tool::ALL
             .into_iter()
             .map(|tool| {
@@ -309,6 +319,7 @@ impl Toolbox {
         Ok(Toolbox {
             run,
             ask,
+            min_segment_size: settings.narrative.min_segment_size,
             store_access,
             store: OnceCell::new(),
             validators,
@@ -384,11 +395,29 @@ impl Toolbox {
             Tool::ListSegments => list_segments(&self.run, &mut figures),
             Tool::SegmentProfile => {
                 let a = decode(args)?;
-                segment_profile(self.segment(a.segment)?, &mut figures)
+                let segment = self.segment(a.segment)?;
+                if self.is_small(segment) {
+                    small_segment(segment, self.min_segment_size, &mut figures)
+                } else {
+                    segment_profile(segment, &mut figures)
+                }
             }
             Tool::CompareSegments => {
                 let a = decode(args)?;
-                compare_segments(self.segment(a.a)?, self.segment(a.b)?, &mut figures)
+                let (x, y) = (self.segment(a.a)?, self.segment(a.b)?);
+                if self.is_small(x) || self.is_small(y) {
+                    let mut content = json!({
+                        "a": small_segment(x, self.min_segment_size, &mut figures),
+                        "b": small_segment(y, self.min_segment_size, &mut figures),
+                    });
+                    content["note"] = json!(
+                        "At least one of the two segments is too small to profile individually, \
+                         so only sizes and shares are compared."
+                    );
+                    content
+                } else {
+                    compare_segments(x, y, &mut figures)
+                }
             }
             Tool::KpiTable => {
                 let a = decode(args)?;
@@ -408,6 +437,12 @@ impl Toolbox {
             content,
             figures: figures.figures,
         })
+    }
+
+    /// Whether `segment` is below `narrative.min_segment_size`: a handful of people is not
+    /// profiled in detail (their KPIs would come close to describing individuals).
+    pub fn is_small(&self, segment: &SegmentView) -> bool {
+        segment.size < self.min_segment_size
     }
 
     fn segment(&self, id: Option<usize>) -> Result<&SegmentView, ToolError> {
@@ -615,6 +650,21 @@ fn interests(
             })
         })
         .collect()
+}
+
+/// What is said about a segment below the minimum size: who it is, how many, and why no
+/// more.
+fn small_segment(s: &SegmentView, min_size: usize, figures: &mut FigureList) -> Value {
+    let id = s.id;
+    json!({
+        "id": id,
+        "name": s.name,
+        "size": figures.add(format!("segment.{id}.size"), s.size as f64, Unit::Count),
+        "share": figures.add(format!("segment.{id}.share"), s.share, Unit::Share),
+        "minimum_size": figures.add("narrative.min_segment_size", min_size as f64, Unit::Count),
+        "note": "This segment is smaller than narrative.min_segment_size: segscope does not \
+                 profile segments this small individually.",
+    })
 }
 
 fn segment_profile(s: &SegmentView, figures: &mut FigureList) -> Value {
