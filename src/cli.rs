@@ -52,6 +52,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Answer a plain-language question about a finished run, citing the figures used.
     Ask(AskArgs),
+    /// Serve the runs in a data directory over HTTP: health, metrics and the JSON API.
+    Serve(ServeArgs),
 }
 
 /// `segscope ask`.
@@ -72,6 +74,20 @@ pub struct AskArgs {
     /// Print the answer, its citations and what happened on the way as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `segscope serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
+    /// Data directory: runs are served from DIR/runs/<run id>/, the embedded store is DIR/store.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Settings file (TOML), layered over the defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `segscope demo`.
@@ -175,6 +191,9 @@ pub enum CliError {
     /// The chat model could not be set up or failed (after its retries).
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// The service could not start or failed.
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
 }
 
 impl CliError {
@@ -198,6 +217,11 @@ impl CliError {
                 AskError::Model(_) => 4,
             },
             CliError::Agent(AgentError::Model(_)) => 6,
+            CliError::Serve(crate::serve::ServeError::Bind { .. }) => 2,
+            CliError::Serve(crate::serve::ServeError::DataDir { .. }) => 5,
+            CliError::Serve(
+                crate::serve::ServeError::Io(_) | crate::serve::ServeError::Threads(_),
+            ) => 1,
         }
     }
 }
@@ -357,6 +381,24 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let demo = pool.install(|| run_demo(&request, &handle, &progress))?;
             println!("{}", demo.summary_table());
             print_summary(&demo.run.document, &demo.run.out_dir);
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let settings = Settings::load(args.config.as_deref())?;
+            if settings.serve.token.is_empty() && !args.bind.ip().is_loopback() {
+                tracing::warn!(
+                    bind = %args.bind,
+                    "serving on a non-loopback address without serve.token: anyone who can reach it can read every run"
+                );
+            }
+            let runtime = runtime()?;
+            runtime.block_on(async {
+                let state = crate::serve::AppState::new(settings, args.data_dir.clone())?;
+                crate::serve::serve(state, args.bind, crate::serve::shutdown_signal(), |bound| {
+                    println!("segscope serve: listening on http://{bound}")
+                })
+                .await
+            })?;
             Ok(())
         }
     }

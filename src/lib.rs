@@ -3,6 +3,7 @@
 //! The crate is layered so that dependencies point one way:
 //!
 //! - transports: [`cli`] (the `segscope` binary) turns arguments into validated commands;
+//!   [`serve`] (`segscope serve`) answers HTTP: health, metrics and the runs API;
 //! - use cases: [`pipeline`] runs ingest → features → embed → store → cluster → map →
 //!   measure → narrate → report, for feature tables and for store data; [`demo`] runs it on
 //!   a synthetic store with planted segments; [`ask`] answers plain-language questions about
@@ -36,5 +37,6 @@ pub mod narrative;
 pub mod openai_compat;
 pub mod pipeline;
 pub mod report;
+pub mod serve;
 pub mod settings;
 pub mod store;

@@ -58,6 +58,8 @@ pub struct Settings {
     pub narrative: NarrativeSettings,
     /// How `ask` answers questions.
     pub ask: AskSettings,
+    /// Auth and limits of `segscope serve`.
+    pub serve: crate::serve::ServeSettings,
 }
 
 /// `[narrative]`: what the narrator describes and how model text is checked.
@@ -292,6 +294,14 @@ impl Settings {
         }
         if let Err(e) = self.llm.validate() {
             return bad(e.to_string());
+        }
+        if self.serve.max_body_bytes == 0
+            || !(self.serve.request_timeout_secs > 0.0
+                && self.serve.request_timeout_secs.is_finite())
+        {
+            return bad(
+                "serve.max_body_bytes and serve.request_timeout_secs must be above 0".into(),
+            );
         }
         if self.ask.max_tool_rounds == 0 || self.ask.similar_customers == 0 {
             return bad("ask.max_tool_rounds and ask.similar_customers must be at least 1".into());

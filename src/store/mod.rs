@@ -497,6 +497,36 @@ pub trait VectorStore: Send + Sync {
     ) -> impl Future<Output = Result<NeighbourGraph, StoreError>> + Send;
 }
 
+/// Whether the configured store can take work now, for readiness probes; returns the
+/// backend's name. The embedded engine is ready when its directory under `data_dir` exists
+/// (it is created) and takes a write; a server when it answers its health check within
+/// `store.server.timeout_secs`. Opens no collection, so a probe never contends with a run
+/// for the embedded engine's lock.
+pub async fn probe(settings: &StoreSettings, data_dir: &Path) -> Result<&'static str, StoreError> {
+    match settings.backend {
+        StoreBackend::Edge => {
+            let dir = data_dir.join("qdrant");
+            let failed = |e: std::io::Error| StoreError::Engine {
+                backend: "edge",
+                operation: "probe",
+                message: format!("{}: {e}", dir.display()),
+            };
+            tokio::fs::create_dir_all(&dir).await.map_err(failed)?;
+            let marker = dir.join(".readyz");
+            tokio::fs::write(&marker, b"ok").await.map_err(failed)?;
+            tokio::fs::remove_file(&marker).await.map_err(failed)?;
+            Ok("edge")
+        }
+        StoreBackend::Server => {
+            let key = settings
+                .server
+                .effective_api_key(|name| std::env::var(name).ok());
+            server::probe(&settings.server, key).await?;
+            Ok("server")
+        }
+    }
+}
+
 /// The store chosen by `store.backend`: the pipeline holds this, not a trait object.
 #[derive(Debug, Clone)]
 pub enum ConfiguredStore {

@@ -81,6 +81,30 @@ fn engine(operation: &'static str) -> impl Fn(QdrantError) -> StoreError {
     }
 }
 
+/// A client for the server at `settings.url`, with its timeouts and key; connects lazily.
+fn client(settings: &ServerSettings, api_key: Option<ApiKey>) -> Result<Qdrant, StoreError> {
+    let mut config = Qdrant::from_url(&settings.url)
+        .timeout(Duration::from_secs(settings.timeout_secs))
+        .connect_timeout(Duration::from_secs(settings.timeout_secs))
+        .skip_compatibility_check();
+    if let Some(key) = api_key {
+        config = config.api_key(key.expose().to_string());
+    }
+    config.build().map_err(engine("connect"))
+}
+
+/// Asks the server for its health, within `settings.timeout_secs`.
+pub(crate) async fn probe(
+    settings: &ServerSettings,
+    api_key: Option<ApiKey>,
+) -> Result<(), StoreError> {
+    client(settings, api_key)?
+        .health_check()
+        .await
+        .map_err(engine("health check"))?;
+    Ok(())
+}
+
 impl ServerStore {
     /// Connects and opens the collection, creating it (with `settings`' shards, replication
     /// and on-disk choice, and a keyword index on `customer_id`) when it does not exist. An
@@ -103,14 +127,7 @@ impl ServerStore {
         ids: PointIdMapper,
     ) -> Result<Self, StoreError> {
         spec.validate()?;
-        let mut config = Qdrant::from_url(&settings.url)
-            .timeout(Duration::from_secs(settings.timeout_secs))
-            .connect_timeout(Duration::from_secs(settings.timeout_secs))
-            .skip_compatibility_check();
-        if let Some(key) = api_key {
-            config = config.api_key(key.expose().to_string());
-        }
-        let client = config.build().map_err(engine("connect"))?;
+        let client = client(settings, api_key)?;
         let store = Self {
             inner: Arc::new(ServerInner {
                 client,

@@ -1,0 +1,184 @@
+//! The JSON API's handlers and its error shape.
+//!
+//! Every error is `{"error": {"code": "...", "message": "..."}}` with a 4xx status naming
+//! what was wrong (the run id, the file name), or a 5xx whose message says only that the
+//! server failed: the cause (paths, parse errors) goes to the log, never to the client.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::runs::{RunError, RunSummary};
+
+/// An API failure, rendered as JSON.
+#[derive(Debug)]
+pub enum ApiError {
+    /// No or wrong bearer token.
+    Unauthorized,
+    /// The path names nothing (unknown route, run, segment or file).
+    NotFound(String),
+    /// A path or body value is malformed; the message names it.
+    BadRequest(String),
+    /// The server failed; details are logged, not returned.
+    Internal,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong bearer token (Authorization: Bearer <serve.token>)".to_string(),
+            ),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server failed; the cause is in its log".to_string(),
+            ),
+        };
+        let mut response = (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(error: RunError) -> Self {
+        match error {
+            RunError::InvalidId(_) | RunError::UnknownFile(_) => {
+                ApiError::BadRequest(error.to_string())
+            }
+            RunError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            RunError::Unreadable { .. } => {
+                tracing::error!(%error, "run unreadable");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+/// The `/api/v1` routes (auth is layered on by [`super::router`]).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/runs", get(list_runs).post(super::start::start_run))
+        .route("/runs/{id}/progress", get(super::start::progress))
+        .route("/runs/{id}/events", get(super::start::events))
+        .route("/runs/{id}", get(run))
+        .route("/runs/{id}/segments", get(segments))
+        .route("/runs/{id}/segments/{segment}", get(segment))
+        .route("/runs/{id}/files/{name}", get(file))
+}
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 when the vector store can take work, else 503 with the reason.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match crate::store::probe(&state.settings.store, &state.data_dir.join("store")).await {
+        Ok(backend) => Json(json!({"status": "ready", "store": backend})).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "not_ready", "reason": "the vector store is not reachable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Unknown routes.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Runs blocking file reads off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RunError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "run read task failed");
+            ApiError::Internal
+        })?
+        .map_err(ApiError::from)
+}
+
+async fn list_runs(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let runs: Vec<RunSummary> = blocking(move || state.runs.list()).await?;
+    Ok(Json(json!({"runs": runs})))
+}
+
+async fn run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(blocking(move || state.runs.segments(&id)).await?))
+}
+
+async fn segments(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let doc = blocking(move || state.runs.segments(&id)).await?;
+    Ok(Json(json!({
+        "segments": doc["segments"],
+        "caveats": doc["caveats"],
+        "quality": doc["quality"],
+        "narrator": doc["narrator"],
+    })))
+}
+
+async fn segment(
+    State(state): State<AppState>,
+    Path((id, segment)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let number: u64 = segment.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "segment {segment:?} is not a segment id (1, 2, ...)"
+        ))
+    })?;
+    let run_id = id.clone();
+    let doc = blocking(move || state.runs.segments(&run_id)).await?;
+    doc["segments"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["id"].as_u64() == Some(number)))
+        .map(|s| Json(s.clone()))
+        .ok_or_else(|| ApiError::NotFound(format!("run {id:?} has no segment {number}")))
+}
+
+async fn file(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let disposition = format!("attachment; filename=\"{id}-{name}\"");
+    let (bytes, media) = blocking(move || state.runs.file(&id, &name)).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, media.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}

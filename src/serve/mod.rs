@@ -1,0 +1,200 @@
+//! `segscope serve`: the HTTP service over the runs kept in a data directory.
+//!
+//! Owns the routes, their middleware (bearer-token auth on the API, body-size and time
+//! limits, request metrics) and the server's life cycle (bind, serve, graceful shutdown on
+//! Ctrl-C or SIGTERM). It reads runs through [`runs::RunCatalog`] and never writes them;
+//! starting runs, the dashboard, web chat and Slack build on this module.
+//!
+//! Layout of the data directory: `runs/<run id>/` holds one run's files (`segments.json`,
+//! `assignments.csv`, `report.html`, `run.json`), exactly as `segscope segment --out` writes
+//! them, so a run made on the command line is served by copying its folder there.
+//!
+//! Routes:
+//! - `GET /healthz`: the process answers (no dependency checked);
+//! - `GET /readyz`: the vector store can take work (see [`crate::store::probe`]), 503 if not;
+//! - `GET /metrics`: Prometheus text format (requests by route and status, latencies);
+//! - `POST /api/v1/runs`: start a run on files in `<data dir>/inbox` (202 and the run id;
+//!   see [`start`]), `GET /api/v1/runs/{id}/progress` and `GET /api/v1/runs/{id}/events`
+//!   (server-sent events) to follow it;
+//! - `GET /api/v1/runs`, `GET /api/v1/runs/{id}`, `GET /api/v1/runs/{id}/segments`,
+//!   `GET /api/v1/runs/{id}/segments/{segment}`, `GET /api/v1/runs/{id}/files/{name}`:
+//!   JSON (or the file) for the stored runs.
+//!
+//! Everything under `/api` needs the bearer token when one is configured.
+
+pub mod api;
+pub mod auth;
+pub mod jobs;
+pub mod metrics;
+pub mod runs;
+pub mod settings;
+pub mod start;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use settings::ServeSettings;
+
+use crate::settings::Settings;
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The worker pool for runs could not be built.
+    #[error("cannot start worker threads: {0}")]
+    Threads(String),
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The runs on disk.
+    pub runs: Arc<runs::RunCatalog>,
+    /// Effective settings (store for readiness, serve for auth and limits).
+    pub settings: Arc<Settings>,
+    /// Where the data directory is (for the embedded store's files).
+    pub data_dir: PathBuf,
+    /// Request metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Runs started through the API.
+    pub jobs: Arc<jobs::Jobs>,
+    /// Turns true when the service starts to stop (event streams end then).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl AppState {
+    /// State over `data_dir`, creating `data_dir/runs` and `data_dir/inbox` when missing.
+    /// Must be called inside the tokio runtime the service runs on (jobs use its handle).
+    pub fn new(settings: Settings, data_dir: PathBuf) -> Result<Self, ServeError> {
+        let runs_dir = data_dir.join("runs");
+        for dir in [&runs_dir, &data_dir.join(start::INBOX)] {
+            std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(settings.run.threads)
+            .build()
+            .map_err(|e| ServeError::Threads(e.to_string()))?;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        Ok(AppState {
+            runs: Arc::new(runs::RunCatalog::new(runs_dir)),
+            settings: Arc::new(settings),
+            data_dir,
+            metrics: Arc::new(metrics::Metrics::new()),
+            jobs: Arc::new(jobs::Jobs::new(
+                tokio::runtime::Handle::current(),
+                Arc::new(pool),
+            )),
+            stopping,
+            stop: Arc::new(stop),
+        })
+    }
+}
+
+/// Every route with its middleware.
+pub fn router(state: AppState) -> Router {
+    let serve = &state.settings.serve;
+    let api = api::routes().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(metrics::render))
+        .nest("/api/v1", api)
+        .fallback(api::not_found)
+        .layer(RequestBodyLimitLayer::new(serve.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs_f64(serve.request_timeout_secs),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+/// Serves on `addr` until `shutdown` resolves, then stops taking connections, ends the
+/// event streams, lets the requests in flight finish and marks runs that have not finished
+/// as interrupted. `ready` receives the bound address (port 0 picks a free one).
+pub async fn serve(
+    state: AppState,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%bound, "segscope serve listening");
+    ready(bound);
+    let stop = Arc::clone(&state.stop);
+    let mut stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let jobs = Arc::clone(&state.jobs);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        })
+        .await?;
+    jobs.interrupt_unfinished();
+    tracing::info!("segscope serve stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

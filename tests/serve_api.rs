@@ -1,0 +1,460 @@
+//! `segscope serve` over real HTTP: health and readiness, the runs API reading a run made by
+//! the real binary, errors as JSON that name what was wrong, bearer-token auth, the body
+//! limit, Prometheus metrics and graceful shutdown.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
+mod support {
+    pub mod cli;
+}
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use segscope::embedding::ApiKey;
+use segscope::serve::{AppState, serve};
+use segscope::settings::Settings;
+use serde_json::{Value, json};
+use support::cli::{assert_matches_schema, read_json, segscope};
+use tokio::sync::oneshot;
+
+const TOKEN: &str = "serve-token-7f3a";
+
+/// Writes an Iris run (PCA only, no resampling: quick) into `data_dir/runs/iris-1`.
+fn make_run(data_dir: &Path) {
+    let out = data_dir.join("runs").join("iris-1");
+    segscope()
+        .args([
+            "segment",
+            "--features",
+            "examples/iris.csv",
+            "--id-column",
+            "id",
+        ])
+        .args([
+            "--label-column",
+            "species",
+            "--k",
+            "3",
+            "--maps",
+            "pca",
+            "--out",
+        ])
+        .arg(&out)
+        .env("SEGSCOPE__STABILITY__RESAMPLES", "0")
+        .assert()
+        .success();
+}
+
+struct Running {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<Result<(), segscope::serve::ServeError>>,
+}
+
+async fn start(data_dir: &Path, token: Option<&str>, max_body: usize) -> Running {
+    let mut settings = Settings::load_with_env(None, Vec::new()).expect("defaults");
+    if let Some(token) = token {
+        settings.serve.token = ApiKey::new(token);
+    }
+    settings.serve.max_body_bytes = max_body;
+    let state = AppState::new(settings, data_dir.to_path_buf()).expect("state");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (bound_tx, bound_rx) = oneshot::channel::<SocketAddr>();
+    let done = tokio::spawn(serve(
+        state,
+        "127.0.0.1:0".parse().unwrap(),
+        async move {
+            let _ = stopped.await;
+        },
+        move |addr| {
+            let _ = bound_tx.send(addr);
+        },
+    ));
+    let addr = bound_rx.await.expect("bound");
+    Running {
+        base: format!("http://{addr}"),
+        stop: Some(stop),
+        done,
+    }
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    let media = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (
+        status,
+        media,
+        response.bytes().await.expect("body").to_vec(),
+    )
+}
+
+async fn get_json(url: &str, token: Option<&str>) -> (u16, Value) {
+    let (status, media, body) = get(url, token).await;
+    assert!(media.starts_with("application/json"), "{url}: {media}");
+    (status, serde_json::from_slice(&body).expect("json"))
+}
+
+#[tokio::test]
+async fn the_runs_api_serves_what_the_pipeline_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    make_run(dir.path());
+    std::fs::create_dir_all(dir.path().join("runs").join("half-written")).unwrap();
+    let server = start(dir.path(), None, 1 << 20).await;
+    let base = &server.base;
+    let run_dir = dir.path().join("runs").join("iris-1");
+    let on_disk = read_json(&run_dir.join("segments.json"));
+
+    assert_eq!(
+        get_json(&format!("{base}/healthz"), None).await,
+        (200, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        get_json(&format!("{base}/readyz"), None).await,
+        (200, json!({"status": "ready", "store": "edge"}))
+    );
+
+    let (status, list) = get_json(&format!("{base}/api/v1/runs"), None).await;
+    assert_eq!(status, 200);
+    let runs = list["runs"].as_array().unwrap();
+    assert_eq!(
+        runs.len(),
+        1,
+        "the folder without segments.json is not a run: {list}"
+    );
+    assert_eq!(runs[0]["id"], "iris-1");
+    assert_eq!(runs[0]["k"], 3);
+    assert_eq!(runs[0]["n_customers"], 150);
+    assert_eq!(runs[0]["method"], "kmeans");
+    assert_eq!(runs[0]["narrator"], on_disk["narrator"]);
+
+    let (status, served) = get_json(&format!("{base}/api/v1/runs/iris-1"), None).await;
+    assert_eq!((status, &served), (200, &on_disk));
+    assert_matches_schema(&served);
+    let (status, segments) = get_json(&format!("{base}/api/v1/runs/iris-1/segments"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(segments["segments"], on_disk["segments"]);
+    assert_eq!(segments["caveats"], on_disk["caveats"]);
+    assert_eq!(
+        get_json(&format!("{base}/api/v1/runs/iris-1/segments/2"), None).await,
+        (200, on_disk["segments"][1].clone())
+    );
+
+    let (status, media, bytes) = get(
+        &format!("{base}/api/v1/runs/iris-1/files/assignments.csv"),
+        None,
+    )
+    .await;
+    assert_eq!((status, media.as_str()), (200, "text/csv; charset=utf-8"));
+    assert_eq!(
+        bytes,
+        std::fs::read(run_dir.join("assignments.csv")).unwrap()
+    );
+
+    for (path, status, code, message) in [
+        ("/api/v1/runs/nope", 404, "not_found", "no run \"nope\""),
+        (
+            "/api/v1/runs/iris-1/segments/9",
+            404,
+            "not_found",
+            "run \"iris-1\" has no segment 9",
+        ),
+        (
+            "/api/v1/runs/iris-1/segments/first",
+            400,
+            "bad_request",
+            "segment \"first\" is not a segment id (1, 2, ...)",
+        ),
+        (
+            "/api/v1/runs/bad.id",
+            400,
+            "bad_request",
+            "run id \"bad.id\" is not valid: use 1 to 64 letters, digits, '-' or '_'",
+        ),
+        (
+            "/api/v1/runs/iris-1/files/config.toml",
+            400,
+            "bad_request",
+            "\"config.toml\" is not a run file; use one of segments.json, assignments.csv, report.html, run.json",
+        ),
+        ("/no/such/route", 404, "not_found", "no such route"),
+    ] {
+        assert_eq!(
+            get_json(&format!("{base}{path}"), None).await,
+            (status, json!({"error": {"code": code, "message": message}})),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_a_token_the_api_needs_it_and_health_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Some(TOKEN), 1 << 20).await;
+    let runs = format!("{}/api/v1/runs", server.base);
+    let denied = json!({"error": {"code": "unauthorized",
+        "message": "missing or wrong bearer token (Authorization: Bearer <serve.token>)"}});
+    assert_eq!(get_json(&runs, None).await, (401, denied.clone()));
+    assert_eq!(
+        get_json(&runs, Some("serve-token-7f3b")).await,
+        (401, denied)
+    );
+    assert_eq!(
+        get_json(&runs, Some(TOKEN)).await,
+        (200, json!({"runs": []}))
+    );
+    let response = reqwest::Client::new().get(&runs).send().await.unwrap();
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        get_json(&format!("{}/healthz", server.base), None).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_before_they_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), None, 1024).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/runs", server.base))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_shutdown_is_graceful() {
+    let dir = tempfile::tempdir().unwrap();
+    make_run(dir.path());
+    let mut server = start(dir.path(), None, 1 << 20).await;
+    let base = server.base.clone();
+    for _ in 0..2 {
+        assert_eq!(
+            get(&format!("{base}/api/v1/runs/iris-1"), None).await.0,
+            200
+        );
+    }
+    assert_eq!(get(&format!("{base}/api/v1/runs/nope"), None).await.0, 404);
+    let (status, media, body) = get(&format!("{base}/metrics"), None).await;
+    assert_eq!(status, 200);
+    assert!(media.starts_with("application/openmetrics-text"), "{media}");
+    let text = String::from_utf8(body).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.contains(&r#"segscope_http_requests_total{method="GET",route="/api/v1/runs/{id}",status="200"} 2"#),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&r#"segscope_http_requests_total{method="GET",route="/api/v1/runs/{id}",status="404"} 1"#),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&r#"segscope_http_request_duration_seconds_count{method="GET",route="/api/v1/runs/{id}"} 3"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("iris-1"),
+        "run ids must not become labels: {text}"
+    );
+
+    server.stop.take().unwrap().send(()).unwrap();
+    server.done.await.unwrap().expect("clean stop");
+}
+
+/// Reads a server-sent event stream to its end; returns each `progress` event's data.
+async fn follow(url: &str) -> Vec<Value> {
+    let mut response = reqwest::Client::new().get(url).send().await.expect("send");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+    }
+    text.split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "event: progress"))
+        .map(|block| {
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("data line");
+            serde_json::from_str(data).expect("json")
+        })
+        .collect()
+}
+
+async fn post(url: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&response.bytes().await.unwrap()).expect("json"),
+    )
+}
+
+#[tokio::test]
+async fn a_run_started_through_the_api_reports_progress_until_it_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), None, 1 << 20).await;
+    std::fs::copy(
+        "examples/iris.csv",
+        dir.path().join("inbox").join("iris.csv"),
+    )
+    .unwrap();
+    let (status, started) = post(
+        &format!("{}/api/v1/runs", server.base),
+        r#"{"kind": "table", "features": "iris.csv", "id_column": "id",
+            "label_column": "species", "k": 3, "maps": ["pca"], "seed": 11}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let run_id = started["run_id"].as_str().unwrap().to_string();
+    assert_eq!(started["events"], format!("/api/v1/runs/{run_id}/events"));
+
+    let events = follow(&format!(
+        "{}{}",
+        server.base,
+        started["events"].as_str().unwrap()
+    ))
+    .await;
+    let last = events.last().expect("events");
+    assert_eq!(last["state"], "succeeded", "{events:?}");
+    assert_eq!(last["percent"], 100.0);
+    let percents: Vec<f64> = events
+        .iter()
+        .map(|e| e["percent"].as_f64().unwrap())
+        .collect();
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
+
+    let (status, progress) = get_json(
+        &format!("{}/api/v1/runs/{run_id}/progress", server.base),
+        None,
+    )
+    .await;
+    assert_eq!((status, &progress), (200, last));
+    let (_, doc) = get_json(&format!("{}/api/v1/runs/{run_id}", server.base), None).await;
+    assert_eq!(
+        (doc["k"].as_u64(), doc["seed"].as_u64()),
+        (Some(3), Some(11))
+    );
+    assert_eq!(doc["n_customers"], 150);
+}
+
+#[tokio::test]
+async fn a_failed_run_says_why_and_bad_requests_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), None, 1 << 20).await;
+    let inbox = dir.path().join("inbox");
+    std::fs::write(inbox.join("empty.csv"), "id,a,b\n").unwrap();
+    let runs = format!("{}/api/v1/runs", server.base);
+
+    let (status, started) = post(
+        &runs,
+        r#"{"kind": "table", "features": "empty.csv", "id_column": "id"}"#,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let events = follow(&format!(
+        "{}{}",
+        server.base,
+        started["events"].as_str().unwrap()
+    ))
+    .await;
+    let last = events.last().unwrap();
+    assert_eq!(last["state"], "failed");
+    assert!(
+        last["error"].as_str().unwrap().contains("empty.csv"),
+        "the error names the file: {last}"
+    );
+
+    let bad = |message: &str| {
+        (
+            400,
+            json!({"error": {"code": "bad_request", "message": message}}),
+        )
+    };
+    assert_eq!(
+        post(
+            &runs,
+            r#"{"kind": "table", "features": "../etc/passwd", "id_column": "id"}"#
+        )
+        .await,
+        bad("features: \"../etc/passwd\" must be a relative path inside the inbox, without '..'")
+    );
+    assert_eq!(
+        post(
+            &runs,
+            r#"{"kind": "table", "features": "missing.csv", "id_column": "id"}"#
+        )
+        .await,
+        bad("features: \"missing.csv\" is not a file in the inbox")
+    );
+    assert_eq!(
+        post(&runs, r#"{"kind": "store"}"#).await,
+        bad("transactions, events: name at least one of them")
+    );
+    assert_eq!(
+        post(
+            &runs,
+            r#"{"kind": "store", "events": "empty.csv", "as_of": "last week"}"#
+        )
+        .await,
+        bad("as_of: \"last week\" is not a date; use YYYY-MM-DD or an RFC 3339 instant")
+    );
+    assert_eq!(
+        post(
+            &runs,
+            r#"{"kind": "table", "features": "empty.csv", "id_column": "id", "maps": []}"#
+        )
+        .await,
+        bad("configuration: segment.maps is empty: name at least one of pca, umap, tsne")
+    );
+    let (status, unknown) = post(
+        &runs,
+        r#"{"kind": "table", "features": "empty.csv", "id_column": "id", "clusters": 4}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let message = unknown["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("request body: "), "{message}");
+    assert!(message.contains("unknown field `clusters`"), "{message}");
+    let response = reqwest::Client::new()
+        .post(&runs)
+        .body(r#"{"kind": "store"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap(),
+        bad("send the body as JSON (Content-Type: application/json)").1
+    );
+    assert_eq!(
+        get_json(&format!("{runs}/nope/progress"), None).await,
+        (
+            404,
+            json!({"error": {"code": "not_found", "message": "no run \"nope\""}})
+        )
+    );
+}
