@@ -205,6 +205,7 @@ impl CliError {
             CliError::Demo(DemoError::Generate { .. }) => 5,
             CliError::Pipeline(e) | CliError::Demo(DemoError::Pipeline(e)) => match e {
                 PipelineError::Report(ReportError::Io { .. }) => 5,
+                PipelineError::ChatSettings(_) => 4,
                 PipelineError::Embedding(_) | PipelineError::Store(_) => 6,
                 e if e.is_input_problem() => 3,
                 _ => 1,

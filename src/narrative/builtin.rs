@@ -63,9 +63,13 @@ pub fn name_segments(profiles: &[SegmentProfile]) -> Vec<SegmentText> {
         .iter()
         .zip(ranked)
         .zip(names)
-        .map(|((profile, ranked), name)| SegmentText {
-            name,
-            description: describe(profile, &ranked),
+        .map(|((profile, ranked), name)| {
+            let (description, figures) = describe(profile, &ranked);
+            SegmentText {
+                name,
+                description,
+                figures,
+            }
         })
         .collect()
 }
@@ -107,7 +111,10 @@ fn descriptor(f: &FeatureProfile) -> String {
     format!("{level} {}", humanize(&f.feature))
 }
 
-fn describe(profile: &SegmentProfile, ranked: &[&FeatureProfile]) -> String {
+/// The description and the keys of the figures it states.
+fn describe(profile: &SegmentProfile, ranked: &[&FeatureProfile]) -> (String, Vec<String>) {
+    let id = profile.segment + 1;
+    let mut figures = vec![format!("segment.{id}.size"), format!("segment.{id}.share")];
     let head = format!(
         "{} customers ({}% of the base)",
         profile.size,
@@ -118,6 +125,11 @@ fn describe(profile: &SegmentProfile, ranked: &[&FeatureProfile]) -> String {
         .take(3)
         .filter(|f| f.standardized_difference.abs() >= NOTABLE)
         .map(|f| {
+            figures.extend([
+                format!("segment.{id}.feature.{}.mean", f.feature),
+                format!("base.feature.{}.mean", f.feature),
+                format!("segment.{id}.feature.{}.standardized_difference", f.feature),
+            ]);
             format!(
                 "{} averages {} against {} overall ({:+.1} SD)",
                 humanize(&f.feature),
@@ -127,13 +139,14 @@ fn describe(profile: &SegmentProfile, ranked: &[&FeatureProfile]) -> String {
             )
         })
         .collect();
-    if notable.is_empty() {
+    let text = if notable.is_empty() {
         format!(
             "{head}; no feature is more than {NOTABLE} standard deviations from the overall mean."
         )
     } else {
         format!("{head}; {}.", notable.join("; "))
-    }
+    };
+    (text, figures)
 }
 
 /// Column names as words: `petal_length` → `petal length`.
@@ -171,6 +184,19 @@ mod tests {
         ]);
         assert_eq!(texts[0].name, "Very low petal length, high sepal width");
         assert_eq!(texts[1].name, "High petal length");
+        assert_eq!(
+            texts[0].figures,
+            [
+                "segment.1.size",
+                "segment.1.share",
+                "segment.1.feature.petal_length.mean",
+                "base.feature.petal_length.mean",
+                "segment.1.feature.petal_length.standardized_difference",
+                "segment.1.feature.sepal_width.mean",
+                "base.feature.sepal_width.mean",
+                "segment.1.feature.sepal_width.standardized_difference",
+            ]
+        );
         assert_eq!(
             texts[0].description,
             "60 customers (60% of the base); petal length averages 8.4 against 10 overall (-1.6 SD); \

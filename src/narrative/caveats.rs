@@ -228,6 +228,7 @@ mod tests {
         SegmentText {
             name: name.into(),
             description: String::new(),
+            figures: Vec::new(),
         }
     }
 

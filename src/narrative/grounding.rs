@@ -763,11 +763,17 @@ fn contains_phrase(words: &[String], phrase: &str) -> bool {
         .any(|w| w.iter().zip(&parts).all(|(a, b)| a == b))
 }
 
+/// A name as compared for uniqueness: lower case, words only ("Big-spenders " and
+/// "big spenders" are the same name).
+pub fn name_key(name: &str) -> String {
+    words_of(name).join(" ")
+}
+
 /// Names that are empty, shared, or claim what the figures do not support. `names` pairs
 /// each segment id with its name.
 pub fn check_names(names: &[(usize, &str)], catalogue: &FigureCatalogue) -> Vec<Violation> {
     let mut violations = Vec::new();
-    let normal = |n: &str| words_of(n).join(" ");
+    let normal = name_key;
     let mut seen: Vec<String> = Vec::new();
     for (id, name) in names {
         if name.trim().is_empty() {

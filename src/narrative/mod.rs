@@ -2,14 +2,17 @@
 //! readings of the validity figures.
 //!
 //! This module owns the built-in narrator, which needs no model and only restates computed
-//! figures; an LLM narrator (a later issue) will sit beside it behind the same output types
-//! and be checked against the same figures. Caveats are produced by code from thresholds,
-//! never left to a model's discretion.
+//! figures, and the LLM narrator ([`llm`]) beside it: prompts ([`prompts`]), the figure
+//! catalogue both cite from ([`figures`]) and the grounding check model text must pass
+//! ([`grounding`]). Caveats are produced by code from thresholds, never left to a model's
+//! discretion.
 
 pub mod builtin;
 pub mod caveats;
 pub mod figures;
 pub mod grounding;
+pub mod llm;
+pub mod prompts;
 pub mod reading;
 pub mod store_names;
 
@@ -43,6 +46,9 @@ pub enum CaveatKind {
     DroppedRows,
     /// Segments and maps were fitted on a sample and the other customers placed by the model.
     Sampled,
+    /// A caution a language model wrote about a segment; its numbers passed the grounding
+    /// check like the rest of its text. Code-made caveats are always kept beside it.
+    Narrator,
 }
 
 /// A caveat: a kind and a sentence that states it with its figure.
@@ -79,4 +85,7 @@ pub struct SegmentText {
     pub name: String,
     /// One line with the figures behind the name.
     pub description: String,
+    /// Keys of the figures the name and description cite (see [`figures`]), so outputs can
+    /// say where every number came from.
+    pub figures: Vec<String>,
 }

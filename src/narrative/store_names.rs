@@ -17,6 +17,7 @@
 
 use crate::analysis::kpis::BusinessKpis;
 use crate::narrative::SegmentText;
+use crate::narrative::figures::difference_key;
 use crate::narrative::reading::figure;
 
 /// A median recency at most this many days can be called active.
@@ -72,9 +73,13 @@ pub fn name_store_segments(
     kpis.iter()
         .zip(names)
         .enumerate()
-        .map(|(s, (k, name))| SegmentText {
-            name,
-            description: describe(k, sizes[s], shares[s]),
+        .map(|(s, (k, name))| {
+            let (description, figures) = describe(k, s + 1, sizes[s], shares[s]);
+            SegmentText {
+                name,
+                description,
+                figures,
+            }
         })
         .collect()
 }
@@ -143,7 +148,10 @@ fn money(v: f64) -> String {
     figure(v)
 }
 
-fn describe(k: &BusinessKpis, size: usize, share: f64) -> String {
+/// The description of segment `id` and the keys of the figures it states.
+fn describe(k: &BusinessKpis, id: usize, size: usize, share: f64) -> (String, Vec<String>) {
+    let key = |rest: &str| format!("segment.{id}.{rest}");
+    let mut figures = vec![key("size"), key("share"), key("buyer_share")];
     let mut parts = vec![format!(
         "{size} customers ({}% of the base), {}% of them bought",
         figure(share * 100.0),
@@ -160,15 +168,31 @@ fn describe(k: &BusinessKpis, size: usize, share: f64) -> String {
             "{}% of all revenue",
             figure(k.revenue_share * 100.0)
         ));
+        figures.extend([
+            key("recency_days.median"),
+            key("frequency.median"),
+            key("monetary.median"),
+            key("revenue_share"),
+        ]);
     }
     if let Some(aov) = k.average_order_value {
         parts.push(format!("average order {}", money(aov)));
+        figures.push(key("average_order_value"));
     }
     if let Some(c) = k.conversion_rate {
+        figures.push(key("conversion_rate"));
         parts.push(format!(
             "{}% of product views end in a purchase",
             figure(c * 100.0)
         ));
+    }
+    for (list, items) in [
+        ("top_categories", &k.top_categories),
+        ("top_brands", &k.top_brands),
+    ] {
+        for rank in 1..=items.len() {
+            figures.push(key(&format!("{list}.{rank}.lift")));
+        }
     }
     let interests: Vec<String> = k
         .top_categories
@@ -184,6 +208,8 @@ fn describe(k: &BusinessKpis, size: usize, share: f64) -> String {
     if let Some(near) = &k.nearest
         && let Some(d) = near.differences.first()
     {
+        figures.extend(difference_key(id, d.kpi));
+        figures.extend(difference_key(near.segment, d.kpi));
         text.push_str(&format!(
             " Closest to segment {}, from which it differs most in {} ({} against {}).",
             near.segment,
@@ -192,7 +218,7 @@ fn describe(k: &BusinessKpis, size: usize, share: f64) -> String {
             figure(d.nearest_value)
         ));
     }
-    text
+    (text, figures)
 }
 
 #[cfg(test)]
@@ -262,6 +288,21 @@ mod tests {
             "10 customers (16.7% of the base), 100% of them bought; buyers' medians: last purchase \
              200 days ago, 9 orders, 2400 net revenue; 25% of all revenue; average order 267; 5% of \
              product views end in a purchase; over-indexes on appliances/kitchen (lift 3)."
+        );
+        assert_eq!(
+            texts[0].figures,
+            [
+                "segment.1.size",
+                "segment.1.share",
+                "segment.1.buyer_share",
+                "segment.1.recency_days.median",
+                "segment.1.frequency.median",
+                "segment.1.monetary.median",
+                "segment.1.revenue_share",
+                "segment.1.average_order_value",
+                "segment.1.conversion_rate",
+                "segment.1.top_categories.1.lift",
+            ]
         );
     }
 

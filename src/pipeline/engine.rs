@@ -22,6 +22,11 @@ use crate::analysis::validity::{
     normalized_mutual_info_score, silhouette_score, trustworthiness,
 };
 use crate::domain::{MapMethod, Method, Partition};
+use crate::llm::ChatBackend;
+use crate::narrative::figures::{BaseKpis, CatalogueFacts, FigureCatalogue};
+use crate::narrative::llm::{
+    self, ModelRecord, NarratedSegment, Narration, NarrativeInput, SegmentBrief,
+};
 use crate::narrative::{Caveat, SegmentText};
 use crate::narrative::{MapFacts, reading};
 use crate::pipeline::PipelineError;
@@ -576,7 +581,7 @@ pub(crate) fn label_indices(labels: &[String]) -> (Vec<usize>, Vec<String>) {
 /// store data) business KPIs, all in segment order.
 pub(crate) fn segment_entries(
     profiles: Vec<SegmentProfile>,
-    texts: Vec<SegmentText>,
+    texts: Vec<NarratedSegment>,
     caveats: Vec<Vec<Caveat>>,
     business: impl IntoIterator<Item = Option<BusinessKpis>>,
     stability: Option<&Stability>,
@@ -586,20 +591,127 @@ pub(crate) fn segment_entries(
         .zip(texts)
         .zip(caveats)
         .zip(business)
-        .map(|(((profile, text), caveats), business)| SegmentEntry {
-            id: profile.segment + 1,
-            name: text.name,
-            description: text.description,
-            size: profile.size,
-            share: profile.share,
-            stability: stability.and_then(|s| s.per_segment.get(profile.segment).copied()),
-            kpis: SegmentKpis {
-                features: profile.features,
-                business,
-            },
-            caveats,
+        .map(|(((profile, text), mut caveats), business)| {
+            // Code-made caveats first, always; the narrator's own cautions after them.
+            caveats.extend(text.extra_caveats);
+            SegmentEntry {
+                id: profile.segment + 1,
+                name: text.text.name,
+                description: text.text.description,
+                narrator: text.narrator,
+                figures: text.text.figures,
+                size: profile.size,
+                share: profile.share,
+                stability: stability.and_then(|s| s.per_segment.get(profile.segment).copied()),
+                kpis: SegmentKpis {
+                    features: profile.features,
+                    business,
+                },
+                caveats,
+            }
         })
         .collect()
+}
+
+/// Every citable figure of the run, for both narrators and the grounding check.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn figure_catalogue(
+    profiles: &[SegmentProfile],
+    business: Option<&[BusinessKpis]>,
+    base: Option<&BaseKpis>,
+    n_customers: usize,
+    partition: &Partition,
+    quality: &Quality,
+    stability: Option<&Stability>,
+    maps: &BTreeMap<String, MapSummary>,
+) -> FigureCatalogue {
+    let map_trust: Vec<(&str, Option<f64>)> = maps
+        .iter()
+        .map(|(name, m)| (name.as_str(), Some(m.trustworthiness)))
+        .collect();
+    FigureCatalogue::build(&CatalogueFacts {
+        profiles,
+        business,
+        base,
+        n_customers,
+        noise: partition.noise_count(),
+        silhouette: quality.silhouette,
+        davies_bouldin: quality.davies_bouldin,
+        calinski_harabasz: quality.calinski_harabasz,
+        stability,
+        external: quality.external.as_ref().map(|e| (e.ari, e.nmi)),
+        maps: &map_trust,
+        explained_variance_ratio: maps
+            .get("pca")
+            .and_then(|m| m.explained_variance_ratio.as_deref()),
+    })
+}
+
+/// What the narrator is told about each segment: its built-in text (the fallback), the
+/// caveats code attaches, and its interests.
+pub(crate) fn segment_briefs(
+    profiles: &[SegmentProfile],
+    builtin: &[SegmentText],
+    caveats: &[Vec<Caveat>],
+    business: Option<&[BusinessKpis]>,
+) -> Vec<SegmentBrief> {
+    profiles
+        .iter()
+        .enumerate()
+        .map(|(s, p)| {
+            let id = p.segment + 1;
+            SegmentBrief {
+                id,
+                size: p.size,
+                builtin: builtin.get(s).cloned().unwrap_or_else(|| SegmentText {
+                    name: format!("Segment {id}"),
+                    description: String::new(),
+                    figures: Vec::new(),
+                }),
+                caveats: caveats.get(s).cloned().unwrap_or_default(),
+                interests: business
+                    .and_then(|b| b.get(s))
+                    .map(|k| SegmentBrief::interests_of(id, k))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Runs the narrator on `runtime` (or, for a model without one, on a small runtime of its
+/// own); the built-in narrator needs none. Never fails: a model that cannot be reached
+/// leaves every segment with the built-in text, and the record says why.
+pub(crate) fn narrate(
+    backend: &ChatBackend,
+    runtime: Option<&tokio::runtime::Handle>,
+    input: &NarrativeInput<'_>,
+    settings: &Settings,
+) -> (Narration, Option<ModelRecord>) {
+    let narration = match (backend, runtime) {
+        (ChatBackend::Builtin, _) => llm::builtin_narration(input),
+        (_, Some(handle)) => handle.block_on(llm::narrate(backend, input, &settings.narrative)),
+        (_, None) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(llm::narrate(backend, input, &settings.narrative)),
+            Err(e) => llm::unavailable(
+                backend,
+                input,
+                &format!("cannot start the async runtime: {e}"),
+            ),
+        },
+    };
+    (narration, llm::model_record(backend))
+}
+
+/// `segments.json`'s top-level narrator: the model when it wrote any text, else `builtin`.
+pub(crate) fn narrator_of(narration: &Narration) -> String {
+    if narration.record.model_segments.is_empty() {
+        "builtin".into()
+    } else {
+        narration.record.narrator.clone()
+    }
 }
 
 /// Customers in no segment, reported for HDBSCAN (the only method that leaves any out).
@@ -628,6 +740,7 @@ pub(crate) fn write_run_record(
     inputs: BTreeMap<String, String>,
     stages: &Stages<'_>,
     settings: &Settings,
+    model: Option<ModelRecord>,
 ) -> Result<(), ReportError> {
     let record = RunRecord {
         segscope_version: env!("CARGO_PKG_VERSION").into(),
@@ -637,6 +750,7 @@ pub(crate) fn write_run_record(
         threads: rayon::current_num_threads(),
         timings: stages.timings.clone(),
         settings: settings.clone(),
+        model,
     };
     let json = serde_json::to_vec_pretty(&record).map_err(|e| ReportError::Serialize {
         what: "run.json",

@@ -6,6 +6,7 @@ use crate::analysis::validity::ValidityError;
 use crate::embedding::EmbeddingError;
 use crate::ingest::IngestError;
 use crate::ingest::store::StoreIngestError;
+use crate::llm::OpenAiChatError;
 use crate::report::ReportError;
 use crate::store::StoreError;
 
@@ -49,6 +50,10 @@ pub enum PipelineError {
     /// Output could not be written.
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// The `[llm]` settings do not describe a usable chat model (checked before any work,
+    /// so a typo does not cost a whole run). A model that fails later never fails the run.
+    #[error("llm settings: {0}")]
+    ChatSettings(#[source] OpenAiChatError),
 }
 
 impl PipelineError {

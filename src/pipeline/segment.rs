@@ -8,7 +8,10 @@ use crate::analysis::profile::profile_segments;
 use crate::analysis::progress::Progress;
 use crate::features::fit_scaler;
 use crate::ingest::{FeatureTableSpec, read_feature_table};
-use crate::narrative::{self, CaveatFacts};
+use crate::llm::ChatBackend;
+use crate::narrative::llm::NarrativeInput;
+use crate::narrative::prompts::Population;
+use crate::narrative::{self, CaveatFacts, SegmentText};
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{self, Stages, Subject};
 use crate::report::SegmentsDocument;
@@ -49,6 +52,8 @@ pub fn run_segment(
     let seed = settings.run.seed;
     let mut stages = Stages::new(progress);
     let mut warnings = Vec::new();
+    let backend =
+        ChatBackend::from_settings(&settings.llm, seed).map_err(PipelineError::ChatSettings)?;
 
     progress.start("reading input", 0);
     let table = stages.run("ingest", || {
@@ -90,27 +95,49 @@ pub fn run_segment(
 
     progress.start("writing the narrative", 0);
     let profiles = profile_segments(table.values.view(), &table.feature_names, &partition);
-    let (texts, run_caveats, segment_caveats) = stages.run("narrative", || {
-        let texts = narrative::name_segments(&profiles);
-        let facts = CaveatFacts {
-            profiles: &profiles,
-            names: &texts,
-            silhouette: quality.silhouette,
-            stability: stability.as_ref(),
-            maps: &map_facts,
-            noise: partition.noise_count(),
-            n_customers: n,
-            rows_dropped: table.report.rows_dropped.values().sum(),
-            fit_sample: fit.sample().map(<[usize]>::len),
-            thresholds: &settings.caveats,
+    let (narration, model_record, run_caveats, segment_caveats) = stages.run("narrative", || {
+        let facts = |names: &[SegmentText]| {
+            narrative::caveats_for(&CaveatFacts {
+                profiles: &profiles,
+                names,
+                silhouette: quality.silhouette,
+                stability: stability.as_ref(),
+                maps: &map_facts,
+                noise: partition.noise_count(),
+                n_customers: n,
+                rows_dropped: table.report.rows_dropped.values().sum(),
+                fit_sample: fit.sample().map(<[usize]>::len),
+                thresholds: &settings.caveats,
+            })
         };
-        let (run_caveats, segment_caveats) = narrative::caveats_for(&facts);
-        (texts, run_caveats, segment_caveats)
+        let builtin = narrative::name_segments(&profiles);
+        let (_, builtin_caveats) = facts(&builtin);
+        let catalogue = engine::figure_catalogue(
+            &profiles,
+            None,
+            None,
+            n,
+            &partition,
+            &quality,
+            stability.as_ref(),
+            &map_summaries,
+        );
+        let input = NarrativeInput {
+            population: Population::FeatureRows,
+            catalogue: &catalogue,
+            segments: engine::segment_briefs(&profiles, &builtin, &builtin_caveats, None),
+        };
+        let (narration, model_record) = engine::narrate(&backend, None, &input, settings);
+        // Caveats name segments: state them with the final names.
+        let names: Vec<SegmentText> = narration.segments.iter().map(|s| s.text.clone()).collect();
+        let (run_caveats, segment_caveats) = facts(&names);
+        (narration, model_record, run_caveats, segment_caveats)
     });
 
+    let narrator = engine::narrator_of(&narration);
     let segments = engine::segment_entries(
         profiles,
-        texts,
+        narration.segments,
         segment_caveats,
         std::iter::repeat(None),
         stability.as_ref(),
@@ -134,7 +161,8 @@ pub fn run_segment(
         noise,
         segments,
         caveats: run_caveats,
-        narrator: "builtin".into(),
+        narrator,
+        narrative: narration.record,
         settings: settings.clone(),
         warnings,
     };
@@ -155,6 +183,7 @@ pub fn run_segment(
         BTreeMap::from([(table.report.file.clone(), table.report.sha256.clone())]),
         &stages,
         settings,
+        model_record,
     )?;
     Ok(SegmentRun {
         document,

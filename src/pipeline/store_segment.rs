@@ -44,8 +44,12 @@ use crate::ingest::store::{
     BrowsingLog, CustomerBrowsing, CustomerPurchases, SourceReport, TransactionLedger, read_events,
     read_transactions,
 };
+use crate::llm::ChatBackend;
+use crate::narrative::figures::BaseKpis;
+use crate::narrative::llm::NarrativeInput;
+use crate::narrative::prompts::Population;
 use crate::narrative::store_names::{BaseMedians, name_store_segments};
-use crate::narrative::{self, CaveatFacts};
+use crate::narrative::{self, CaveatFacts, SegmentText};
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{self, Stages, Subject};
 use crate::report::document::{
@@ -121,6 +125,8 @@ pub fn run_store_segment(
     let seed = settings.run.seed;
     let mut stages = Stages::new(progress);
     let mut warnings = Vec::new();
+    let backend =
+        ChatBackend::from_settings(&settings.llm, seed).map_err(PipelineError::ChatSettings)?;
     if request.transactions.is_none() && request.events.is_none() {
         return Err(PipelineError::Unsupported {
             file: "(none)".into(),
@@ -298,33 +304,60 @@ pub fn run_store_segment(
         &PROFILE_COLUMNS.map(String::from),
         &partition,
     );
-    let base = base_medians(&facts);
+    let base = base_kpis(&facts);
     let n = ids.len();
-    let (texts, run_caveats, segment_caveats) = stages.run("narrative", || {
+    let (narration, model_record, run_caveats, segment_caveats) = stages.run("narrative", || {
         let sizes: Vec<usize> = profiles.iter().map(|p| p.size).collect();
         let shares: Vec<f64> = profiles.iter().map(|p| p.share).collect();
-        let texts = name_store_segments(&business, &sizes, &shares, &base);
-        let facts = CaveatFacts {
-            profiles: &profiles,
-            names: &texts,
-            silhouette: quality.silhouette,
-            stability: stability.as_ref(),
-            maps: &map_facts,
-            noise: partition.noise_count(),
-            n_customers: n,
-            // Skipped lines are events and invoice lines, not customers: they are reported
-            // per file and reason in the warnings and the store input summary instead.
-            rows_dropped: 0,
-            fit_sample: fit.sample().map(<[usize]>::len),
-            thresholds: &settings.caveats,
+        let caveats = |names: &[SegmentText]| {
+            narrative::caveats_for(&CaveatFacts {
+                profiles: &profiles,
+                names,
+                silhouette: quality.silhouette,
+                stability: stability.as_ref(),
+                maps: &map_facts,
+                noise: partition.noise_count(),
+                n_customers: n,
+                // Skipped lines are events and invoice lines, not customers: they are reported
+                // per file and reason in the warnings and the store input summary instead.
+                rows_dropped: 0,
+                fit_sample: fit.sample().map(<[usize]>::len),
+                thresholds: &settings.caveats,
+            })
         };
-        let (run_caveats, segment_caveats) = narrative::caveats_for(&facts);
-        (texts, run_caveats, segment_caveats)
+        let builtin = name_store_segments(&business, &sizes, &shares, &base.medians);
+        let (_, builtin_caveats) = caveats(&builtin);
+        let catalogue = engine::figure_catalogue(
+            &profiles,
+            Some(&business),
+            Some(&base),
+            n,
+            &partition,
+            &quality,
+            stability.as_ref(),
+            &map_summaries,
+        );
+        let input = NarrativeInput {
+            population: Population::StoreCustomers,
+            catalogue: &catalogue,
+            segments: engine::segment_briefs(
+                &profiles,
+                &builtin,
+                &builtin_caveats,
+                Some(&business),
+            ),
+        };
+        let (narration, model_record) = engine::narrate(&backend, Some(runtime), &input, settings);
+        // Caveats name segments: state them with the final names.
+        let names: Vec<SegmentText> = narration.segments.iter().map(|s| s.text.clone()).collect();
+        let (run_caveats, segment_caveats) = caveats(&names);
+        (narration, model_record, run_caveats, segment_caveats)
     });
 
+    let narrator = engine::narrator_of(&narration);
     let segments = engine::segment_entries(
         profiles,
-        texts,
+        narration.segments,
         segment_caveats,
         business.into_iter().map(Some),
         stability.as_ref(),
@@ -374,7 +407,8 @@ pub fn run_store_segment(
         noise,
         segments,
         caveats: run_caveats,
-        narrator: "builtin".into(),
+        narrator,
+        narrative: narration.record,
         settings: settings.clone(),
         warnings,
     };
@@ -413,7 +447,7 @@ pub fn run_store_segment(
     for report in transactions_report.iter().chain(&events_report) {
         inputs.insert(report.file.clone(), report.sha256.clone());
     }
-    engine::write_run_record(&request.out_dir, inputs, &stages, settings)?;
+    engine::write_run_record(&request.out_dir, inputs, &stages, settings, model_record)?;
     Ok(StoreSegmentRun {
         document,
         timings: stages.timings,
@@ -747,13 +781,23 @@ fn kpi_inputs(
     (facts, interests)
 }
 
-fn base_medians(facts: &[CustomerFacts]) -> BaseMedians {
+/// The whole base's figures segments are named against: medians over buyers (the built-in
+/// narrator's reference), the share who bought and the conversion of all views.
+fn base_kpis(facts: &[CustomerFacts]) -> BaseKpis {
     let median = |values: Vec<f64>| kpis::summarize(values).map(|s| s.median);
     let buys: Vec<PurchaseFacts> = facts.iter().filter_map(|f| f.purchases).collect();
-    BaseMedians {
-        recency_days: median(buys.iter().map(|p| p.recency_days).collect()),
-        frequency: median(buys.iter().map(|p| p.invoices).collect()),
-        monetary: median(buys.iter().map(|p| p.net_revenue).collect()),
+    let (views, purchases) = facts
+        .iter()
+        .filter_map(|f| f.browsing.as_ref())
+        .fold((0.0, 0.0), |(v, p), b| (v + b.views, p + b.purchases));
+    BaseKpis {
+        medians: BaseMedians {
+            recency_days: median(buys.iter().map(|p| p.recency_days).collect()),
+            frequency: median(buys.iter().map(|p| p.invoices).collect()),
+            monetary: median(buys.iter().map(|p| p.net_revenue).collect()),
+        },
+        buyer_share: (!facts.is_empty()).then(|| buys.len() as f64 / facts.len() as f64),
+        conversion_rate: (views > 0.0).then(|| purchases / views),
     }
 }
 

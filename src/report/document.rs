@@ -19,6 +19,7 @@ use crate::features::FittedScaler;
 use crate::ingest::IngestReport;
 use crate::ingest::store::SourceReport;
 use crate::narrative::Caveat;
+use crate::narrative::llm::{ModelRecord, NarrativeRecord};
 use crate::settings::Settings;
 
 /// Version of the `segments.json` layout; bumped on incompatible changes.
@@ -67,8 +68,11 @@ pub struct SegmentsDocument {
     pub segments: Vec<SegmentEntry>,
     /// Every caveat of the run, segment caveats included.
     pub caveats: Vec<Caveat>,
-    /// Who wrote names and descriptions (`builtin` or a model name).
+    /// Who wrote names and descriptions (`builtin` or a model name): the model's name when
+    /// it wrote at least one segment's text, else `builtin`.
     pub narrator: String,
+    /// The configured narrator, which segments the model wrote, and which it did not and why.
+    pub narrative: NarrativeRecord,
     /// Effective settings.
     pub settings: Settings,
     /// Things the user should know that are not caveats about the segments.
@@ -164,6 +168,11 @@ pub struct SegmentEntry {
     pub name: String,
     /// One-line description with its figures.
     pub description: String,
+    /// Who wrote name and description: `builtin` or the model's name.
+    pub narrator: String,
+    /// Keys of the figures name and description cite (the figure catalogue's keys, e.g.
+    /// `segment.1.share`), so every number can be traced.
+    pub figures: Vec<String>,
     /// Customers.
     pub size: usize,
     /// Share of all customers.
@@ -273,4 +282,7 @@ pub struct RunRecord {
     pub timings: BTreeMap<String, f64>,
     /// Effective settings.
     pub settings: Settings,
+    /// The chat model's requests, retries, tokens and incidents, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRecord>,
 }
