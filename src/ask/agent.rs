@@ -295,3 +295,42 @@ pub fn used_figures(text: &str, figures: &[Figure]) -> Vec<Figure> {
     }
     used
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::narrative::figures::Unit;
+
+    #[test]
+    fn an_answer_cites_the_figures_its_numbers_state_and_nothing_else() {
+        let figures = vec![
+            Figure::new("segment.2.size", 109.0, Unit::Count),
+            Figure::new("segment.2.share", 0.18166, Unit::Share),
+            Figure::new("segment.3.size", 96.0, Unit::Count),
+            Figure::new("segment.2.recency_days.median", 6.0306, Unit::Number),
+        ];
+        let text = "Segment 2 has 109 customers (18.2% of the base); its buyers last bought 6.03 days ago.";
+        let keys: Vec<String> = used_figures(text, &figures)
+            .into_iter()
+            .map(|f| f.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "segment.2.size",
+                "segment.2.share",
+                "segment.2.recency_days.median"
+            ]
+        );
+        assert!(check_numbers(text, &figures.iter().collect::<Vec<_>>()).is_empty());
+        assert_eq!(
+            check_numbers(
+                "Segment 2 has 110 customers.",
+                &figures.iter().collect::<Vec<_>>()
+            )
+            .len(),
+            1
+        );
+    }
+}

@@ -304,3 +304,55 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::embedding::LocalParams;
+
+    fn doc(terms: &[(TermKind, &str)]) -> BrowsingDocument {
+        BrowsingDocument::new(terms.iter().map(|&(kind, value)| WeightedTerm {
+            kind,
+            value: value.into(),
+            weight: 1.0,
+        }))
+    }
+
+    #[test]
+    fn descriptions_map_onto_vocabulary_terms_by_their_parts() {
+        let corpus: Vec<BrowsingDocument> = (0..6)
+            .map(|_| {
+                doc(&[
+                    (TermKind::Category, "electronics.smartphone"),
+                    (TermKind::Category, "furniture.living room"),
+                    (TermKind::Brand, "apple"),
+                    (TermKind::Event, "view"),
+                ])
+            })
+            .collect();
+        let params = LocalParams {
+            dimensions: 2,
+            ..LocalParams::default()
+        };
+        let embedder = LocalEmbedder::fit(&corpus, &params, 1).expect("fit");
+        let matched = match_description(
+            &embedder,
+            "Customers who buy Smartphones from Apple, and yachts",
+        );
+        assert_eq!(
+            matched.terms,
+            [
+                (TermKind::Category, "electronics.smartphone".to_string()),
+                (TermKind::Brand, "apple".to_string()),
+            ]
+        );
+        assert_eq!(matched.unmatched, ["yachts"]);
+        let matched = match_description(&embedder, "a new living room");
+        assert_eq!(
+            matched.terms,
+            [(TermKind::Category, "furniture.living room".to_string())]
+        );
+        assert!(match_description(&embedder, "zzz qqq").terms.is_empty());
+    }
+}
