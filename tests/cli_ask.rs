@@ -28,12 +28,15 @@ use support::openai_stub::{ChatAnswer, OpenAiStub};
 
 const KEY: &str = "sk-ask-test-0123456789";
 
-/// One demo run shared by every test of this binary (read-only for them all).
+/// One demo run shared by every test of this binary (read-only for them all). It lives in
+/// cargo's per-target temporary directory and is replaced on each run, so nothing piles up.
 fn demo_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        let out = dir.join("demo");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_ask_demo");
+        if out.exists() {
+            std::fs::remove_dir_all(&out).expect("remove the previous demo run");
+        }
         segscope()
             .args(["demo", "--customers", "600", "--seed", "42", "--out"])
             .arg(&out)
