@@ -4,7 +4,8 @@
 //! Exit status: 0 success; 1 internal error (a bug or an unexpected library failure);
 //! 2 usage error (unknown flag, bad value); 3 the input data cannot support the run (the
 //! message names file, line and column); 4 configuration error; 5 output cannot be written;
-//! 6 an outside service failed (embedding API, Qdrant server, or the embedded store's files).
+//! 6 an outside service failed (embedding API, chat model, Qdrant server, or the embedded
+//! store's files).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -14,9 +15,12 @@ use clap::{ArgAction, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::analysis::progress::Progress;
+use crate::ask::agent::AgentError;
+use crate::ask::{Agent, AskError, RunError, StoredRun, Toolbox, builtin};
 use crate::demo::{DemoError, DemoRequest, MIN_DEMO_CUSTOMERS, run_demo};
 use crate::domain::{MapMethod, Method, Scaling};
 use crate::ingest::FeatureTableSpec;
+use crate::llm::ChatBackend;
 use crate::pipeline::{
     PipelineError, SegmentRequest, StoreSegmentRequest, run_segment, run_store_segment,
 };
@@ -46,8 +50,30 @@ pub enum Command {
     Segment(SegmentArgs),
     /// Generate a synthetic store with planted segments and run the whole pipeline on it.
     Demo(DemoArgs),
+    /// Answer a plain-language question about a finished run, citing the figures used.
+    Ask(AskArgs),
     /// Serve the runs in a data directory over HTTP: health, metrics and the JSON API.
     Serve(ServeArgs),
+}
+
+/// `segscope ask`.
+#[derive(Debug, clap::Args)]
+pub struct AskArgs {
+    /// The question, in plain language.
+    #[arg(value_name = "QUESTION")]
+    pub question: String,
+    /// The run's output directory (of `segscope segment` or `segscope demo`).
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// Settings file (TOML) overriding config/default.toml (e.g. `[llm] provider = "openai"`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the run's vector store lives (default: DIR/store).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print the answer, its citations and what happened on the way as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `segscope serve`.
@@ -159,6 +185,12 @@ pub enum CliError {
     /// The demo's store could not be generated, or its run failed.
     #[error(transparent)]
     Demo(#[from] DemoError),
+    /// A question could not be answered.
+    #[error(transparent)]
+    Ask(#[from] AskError),
+    /// The chat model could not be set up or failed (after its retries).
+    #[error(transparent)]
+    Agent(#[from] AgentError),
     /// The service could not start or failed.
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),
@@ -179,6 +211,13 @@ impl CliError {
                 _ => 1,
             },
             CliError::Threads(_) => 1,
+            CliError::Ask(e) | CliError::Agent(AgentError::Ask(e)) => match e {
+                AskError::Run(RunError::Io { .. }) => 5,
+                AskError::Run(_) => 3,
+                AskError::Tools(_) | AskError::Prompt(_) => 1,
+                AskError::Model(_) => 4,
+            },
+            CliError::Agent(AgentError::Model(_)) => 6,
             CliError::Serve(crate::serve::ServeError::Bind { .. }) => 2,
             CliError::Serve(crate::serve::ServeError::DataDir { .. }) => 5,
             CliError::Serve(
@@ -312,6 +351,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Ok(())
             }
         },
+        Command::Ask(args) => ask(args),
         Command::Demo(args) => {
             let mut settings = Settings::load(args.config.as_deref())?;
             if let Some(seed) = args.seed {
@@ -363,6 +403,37 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// `segscope ask`: the run loaded, the configured backend answering (the built-in answerer
+/// or the agent with a chat model), the answer printed with its citations.
+fn ask(args: &AskArgs) -> Result<(), CliError> {
+    let settings = Settings::load(args.config.as_deref())?;
+    let run = StoredRun::open(&args.run).map_err(AskError::from)?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| args.run.join("store"));
+    let toolbox = Toolbox::new(run, &settings, data_dir).map_err(AskError::from)?;
+    let backend =
+        ChatBackend::from_settings(&settings.llm, settings.run.seed).map_err(AskError::Model)?;
+    let runtime = runtime()?;
+    let answer = match backend {
+        ChatBackend::Builtin => runtime.block_on(builtin::answer(&toolbox, &args.question)),
+        ChatBackend::OpenAi(model) => {
+            let agent = Agent::new(model, toolbox, &settings.ask)?;
+            runtime.block_on(agent.answer(&args.question, None))?
+        }
+    };
+    if args.json {
+        // Plain data with string keys: serialising cannot fail (non-finite numbers become
+        // null), so the rendered text is only a formal fallback.
+        let text = serde_json::to_string_pretty(&answer).unwrap_or_else(|_| answer.render());
+        println!("{text}");
+    } else {
+        println!("{}", answer.render());
+    }
+    Ok(())
 }
 
 /// The one line every `segment` and `demo` run ends with.

@@ -6,7 +6,9 @@
 //!   [`serve`] (`segscope serve`) answers HTTP: health, metrics and the runs API;
 //! - use cases: [`pipeline`] runs ingest → features → embed → store → cluster → map →
 //!   measure → narrate → report, for feature tables and for store data; [`demo`] runs it on
-//!   a synthetic store with planted segments;
+//!   a synthetic store with planted segments; [`ask`] answers plain-language questions about
+//!   a finished run (a chat model calling read-only tools, or the built-in answerer), every
+//!   number checked against the figures the tools returned;
 //! - capabilities: [`ingest`] (files to validated tables and per-customer records),
 //!   [`features`] (scaling, RFM, browsing behaviour), [`embedding`] (browsing histories to
 //!   vectors: local or an OpenAI-compatible API), [`store`] (Qdrant: embedded or server),
@@ -23,6 +25,7 @@
 //! ([`embedding::openai`], [`llm::openai`]), the qdrant crates only in [`store`].
 
 pub mod analysis;
+pub mod ask;
 pub mod cli;
 pub mod demo;
 pub mod domain;

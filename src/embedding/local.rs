@@ -33,6 +33,7 @@ use ndarray::{Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::{EmbedderInfo, EmbeddingError, LocalSettings};
 use crate::analysis::progress::Progress;
@@ -85,6 +86,12 @@ pub enum LocalError {
         /// Which parameter and why.
         reason: String,
     },
+    /// A saved model that cannot be loaded.
+    #[error("saved local embedder: {reason}")]
+    InvalidSaved {
+        /// Which field and why.
+        reason: String,
+    },
     /// No term appears in at least `min_df` of the histories, so there is nothing to learn.
     #[error(
         "local embedder: no browsing term appears in at least {min_df} of the {documents} histories; \
@@ -96,6 +103,44 @@ pub enum LocalError {
         /// The configured minimum document frequency.
         min_df: usize,
     },
+}
+
+/// Version of [`SavedLocalEmbedder`]'s layout; bumped on incompatible changes.
+pub const SAVED_FORMAT_VERSION: u32 = 1;
+
+/// Name of the file in a run's directory that holds the run's fitted local embedder.
+pub const SAVED_FILE: &str = "local_embedder.json";
+
+/// One vocabulary term as saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedTerm {
+    /// What the term names.
+    pub kind: TermKind,
+    /// The value, as in the browsing documents.
+    pub value: String,
+    /// Its smooth idf.
+    pub idf: f64,
+}
+
+/// A fitted local embedder as a file: vocabulary with idf, the SVD components (row-major,
+/// `terms × dimensions`) and the singular values. Written with each store run so that
+/// later questions can embed text with the same model; it holds terms and weights learned
+/// from the whole corpus, never a customer's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedLocalEmbedder {
+    /// Layout version ([`SAVED_FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The vocabulary, in index order.
+    pub terms: Vec<SavedTerm>,
+    /// Vector length.
+    pub dimensions: usize,
+    /// `terms × dimensions` values, row by row.
+    pub components: Vec<f64>,
+    /// Singular values, largest first.
+    pub singular_values: Vec<f64>,
+    /// Notes from the fit.
+    pub notes: Vec<String>,
 }
 
 /// A fitted TF-IDF + SVD model; embeds any documents, including ones not seen at fit time.
@@ -229,6 +274,115 @@ impl LocalEmbedder {
     /// Effective vector length (may be below the requested one; see the module doc).
     pub fn dimensions(&self) -> usize {
         self.components.ncols()
+    }
+
+    /// The fitted model in a form that can be written to a file and loaded by a later
+    /// process: `segscope ask` embeds a free-text description with the very model a run's
+    /// customers were embedded with, so that its vectors are comparable with the stored ones.
+    pub fn save(&self) -> SavedLocalEmbedder {
+        let mut terms: Vec<Option<SavedTerm>> = vec![None; self.idf.len()];
+        for kind in [TermKind::Category, TermKind::Brand, TermKind::Event] {
+            for (value, &j) in &self.vocab[kind_index(kind)] {
+                terms[j as usize] = Some(SavedTerm {
+                    kind,
+                    value: value.clone(),
+                    idf: self.idf[j as usize],
+                });
+            }
+        }
+        SavedLocalEmbedder {
+            format_version: SAVED_FORMAT_VERSION,
+            terms: terms.into_iter().flatten().collect(),
+            dimensions: self.components.ncols(),
+            components: self.components.iter().copied().collect(),
+            singular_values: self.singular_values.clone(),
+            notes: self.notes.clone(),
+        }
+    }
+
+    /// Rebuilds a model written by [`LocalEmbedder::save`], checking that every length
+    /// agrees so that a truncated or hand-edited file is an error, not wrong vectors.
+    pub fn load(saved: SavedLocalEmbedder) -> Result<Self, LocalError> {
+        let invalid = |reason: String| Err(LocalError::InvalidSaved { reason });
+        if saved.format_version != SAVED_FORMAT_VERSION {
+            return invalid(format!(
+                "format_version is {}, this segscope reads {SAVED_FORMAT_VERSION}",
+                saved.format_version
+            ));
+        }
+        let m = saved.terms.len();
+        let k = saved.dimensions;
+        if saved.components.len() != m * k {
+            return invalid(format!(
+                "components has {} values, expected terms ({m}) × dimensions ({k})",
+                saved.components.len()
+            ));
+        }
+        if saved.singular_values.len() != k {
+            return invalid(format!(
+                "singular_values has {} values, expected dimensions ({k})",
+                saved.singular_values.len()
+            ));
+        }
+        if saved.components.iter().any(|v| !v.is_finite())
+            || saved.terms.iter().any(|t| !t.idf.is_finite())
+        {
+            return invalid("components and idf must be finite numbers".into());
+        }
+        let mut vocab: [HashMap<String, u32>; 3] = Default::default();
+        let mut idf = Vec::with_capacity(m);
+        for (i, term) in saved.terms.into_iter().enumerate() {
+            if vocab[kind_index(term.kind)]
+                .insert(term.value.clone(), i as u32)
+                .is_some()
+            {
+                return invalid(format!(
+                    "terms lists {}:{} twice",
+                    term.kind.key(),
+                    term.value
+                ));
+            }
+            idf.push(term.idf);
+        }
+        let components = Array2::from_shape_vec((m, k), saved.components).map_err(|e| {
+            LocalError::InvalidSaved {
+                reason: format!("components: {e}"),
+            }
+        })?;
+        Ok(LocalEmbedder {
+            vocab,
+            idf,
+            components,
+            singular_values: saved.singular_values,
+            notes: saved.notes,
+        })
+    }
+
+    /// Every term of the vocabulary with its kind, in index order (the order of
+    /// [`LocalEmbedder::term_loadings`]).
+    pub fn vocabulary(&self) -> Vec<(TermKind, &str)> {
+        let mut terms: Vec<Option<(TermKind, &str)>> = vec![None; self.idf.len()];
+        for kind in [TermKind::Category, TermKind::Brand, TermKind::Event] {
+            for (value, &j) in &self.vocab[kind_index(kind)] {
+                terms[j as usize] = Some((kind, value.as_str()));
+            }
+        }
+        terms.into_iter().flatten().collect()
+    }
+
+    /// How strongly each vocabulary term loads on `vector` (an embedding of this model):
+    /// the vector mapped back to term space through the SVD components. This is how a
+    /// group's average embedding is read as "what they browse" without keeping anyone's
+    /// history. A vector of another length gives no loadings.
+    pub fn term_loadings(&self, vector: &[f32]) -> Vec<f64> {
+        if vector.len() != self.components.ncols() {
+            return Vec::new();
+        }
+        self.components
+            .rows()
+            .into_iter()
+            .map(|row| row.iter().zip(vector).map(|(c, v)| c * f64::from(*v)).sum())
+            .collect()
     }
 
     /// Embeds `docs` on the calling thread (parallel inside with rayon): the synchronous form
@@ -617,6 +771,46 @@ mod tests {
             assert!(cosine(e.row(1), e.row(i + 1)) > 0.99, "row {}", i + 1);
             assert!(cosine(e.row(i), e.row(i + 1)).abs() < 1e-6, "row {i}");
         }
+    }
+
+    #[test]
+    fn a_saved_model_loads_back_and_embeds_identically() {
+        let docs = two_topics();
+        let params = LocalParams {
+            dimensions: 2,
+            ..LocalParams::default()
+        };
+        let model = LocalEmbedder::fit(&docs, &params, 7).expect("fit");
+        let json = serde_json::to_string(&model.save()).expect("serialise");
+        let saved: SavedLocalEmbedder = serde_json::from_str(&json).expect("parse");
+        let loaded = LocalEmbedder::load(saved.clone()).expect("load");
+        assert_eq!(
+            loaded.embed_blocking(&docs, &NoProgress),
+            model.embed_blocking(&docs, &NoProgress)
+        );
+        assert_eq!(loaded.vocabulary(), model.vocabulary());
+        assert_eq!(loaded.vocabulary().len(), 6);
+        // The apparel topic's vector maps back onto apparel terms, not electronics ones.
+        let e = model.embed_blocking(&docs[1..2], &NoProgress);
+        let loadings = model.term_loadings(e.row(0).as_slice().expect("row"));
+        let best = loadings
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(j, _)| model.vocabulary()[j])
+            .expect("a term");
+        assert!(
+            [(TermKind::Category, "apparel"), (TermKind::Brand, "nike")].contains(&best),
+            "{best:?}"
+        );
+
+        let mut truncated = saved;
+        truncated.components.pop();
+        let err = LocalEmbedder::load(truncated).expect_err("truncated");
+        assert_eq!(
+            err.to_string(),
+            "saved local embedder: components has 11 values, expected terms (6) × dimensions (2)"
+        );
     }
 
     #[test]

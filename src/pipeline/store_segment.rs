@@ -35,6 +35,7 @@ use crate::analysis::kpis::{
 use crate::analysis::profile::profile_segments;
 use crate::analysis::progress::Progress;
 use crate::domain::BrowsingDocument;
+use crate::embedding::local::{self, SavedLocalEmbedder};
 use crate::embedding::{ConfiguredEmbedder, Embedder};
 use crate::features::browsing::behaviour;
 use crate::features::fit_scaler;
@@ -51,10 +52,10 @@ use crate::narrative::store_names::{BaseMedians, name_store_segments};
 use crate::narrative::{self, CaveatFacts, SegmentText};
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{self, Stages, Subject};
-use crate::report::SegmentsDocument;
 use crate::report::document::{
     CustomerCoverage, MatrixSummary, SCHEMA_VERSION, StoreRunSummary, StoreSummary,
 };
+use crate::report::{ReportError, SegmentsDocument, write_atomically};
 use crate::settings::Settings;
 use crate::store::{
     CollectionSpec, ConfiguredStore, CustomerPoint, Distance, StoreBackend, VectorSpec, VectorStore,
@@ -234,6 +235,12 @@ pub fn run_store_segment(
         .insert("embed".into(), started.elapsed().as_secs_f64());
     progress.finish();
     let info = embedder.as_ref().map(Embedder::describe);
+    // Kept with the run so that questions about it (`segscope ask`) can embed a description
+    // with the same model the customers were embedded with.
+    let saved_embedder = match &embedder {
+        Some(ConfiguredEmbedder::Local(e)) => Some(e.save()),
+        _ => None,
+    };
 
     progress.start("building the customer matrix", 0);
     let (x, scaler, matrix) = stages.run("matrix", || {
@@ -417,6 +424,7 @@ pub fn run_store_segment(
             &maps,
         )
     })?;
+    write_saved_embedder(&request.out_dir, saved_embedder.as_ref())?;
     let segment_payload: Vec<(String, serde_json::Map<String, serde_json::Value>)> = ids
         .iter()
         .zip(partition.labels())
@@ -445,6 +453,31 @@ pub fn run_store_segment(
         timings: stages.timings,
         out_dir: request.out_dir.clone(),
     })
+}
+
+/// Writes the run's fitted local embedder beside `segments.json`, or removes a file left by
+/// an earlier run in the same directory when this run has none (an OpenAI embedder, or
+/// nobody browsed), so that a stale model is never paired with this run's vectors.
+fn write_saved_embedder(
+    out_dir: &std::path::Path,
+    saved: Option<&SavedLocalEmbedder>,
+) -> Result<(), PipelineError> {
+    let path = out_dir.join(local::SAVED_FILE);
+    match saved {
+        Some(saved) => {
+            let bytes = serde_json::to_vec(saved).map_err(|e| ReportError::Serialize {
+                what: local::SAVED_FILE,
+                message: e.to_string(),
+            })?;
+            write_atomically(out_dir, local::SAVED_FILE, &bytes)?;
+        }
+        None => match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ReportError::Io { path, source }.into()),
+        },
+    }
+    Ok(())
 }
 
 /// "12 of 14,423 lines of transactions.csv.gz were skipped: duplicate row 8, ..." or nothing
