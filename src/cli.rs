@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use clap::{ArgAction, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -133,7 +133,7 @@ pub struct SegmentArgs {
     pub events: Option<PathBuf>,
     /// Ignore store data after this instant and measure recency from it (a date such as
     /// 2026-11-01, or an RFC 3339 instant; dates mean the end of that day, UTC).
-    #[arg(long, value_name = "DATE", value_parser = parse_as_of)]
+    #[arg(long, value_name = "DATE", value_parser = crate::pipeline::parse_as_of)]
     pub as_of: Option<DateTime<Utc>>,
     /// Where the vector store and embedding cache live (store data; default: OUT/store).
     #[arg(long, value_name = "DIR")]
@@ -299,18 +299,6 @@ pub fn segment_request(
             settings,
         })),
     }
-}
-
-/// `--as-of`: a date (the end of that day, UTC) or an RFC 3339 instant.
-fn parse_as_of(text: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(23, 59, 59))
-        .map(|t| t.and_utc())
-        .ok_or_else(|| format!("'{text}' is not a date: use YYYY-MM-DD or an RFC 3339 instant"))
 }
 
 /// A worker pool of the configured size; results do not depend on it.

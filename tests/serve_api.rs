@@ -420,7 +420,7 @@ async fn a_failed_run_says_why_and_bad_requests_name_the_field() {
             r#"{"kind": "store", "events": "empty.csv", "as_of": "last week"}"#
         )
         .await,
-        bad("as_of: \"last week\" is not a date; use YYYY-MM-DD or an RFC 3339 instant")
+        bad("as_of: 'last week' is not a date: use YYYY-MM-DD or an RFC 3339 instant")
     );
     assert_eq!(
         post(

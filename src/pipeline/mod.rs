@@ -14,4 +14,4 @@ pub mod store_segment;
 
 pub use error::PipelineError;
 pub use segment::{SegmentRequest, SegmentRun, run_segment};
-pub use store_segment::{StoreSegmentRequest, StoreSegmentRun, run_store_segment};
+pub use store_segment::{StoreSegmentRequest, StoreSegmentRun, parse_as_of, run_store_segment};

@@ -86,6 +86,19 @@ pub struct StoreSegmentRequest {
     pub out_dir: PathBuf,
 }
 
+/// Reads an `as_of` reference time as the command line and the API take it: a date (the
+/// end of that day, UTC) or an RFC 3339 instant.
+pub fn parse_as_of(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("'{text}' is not a date: use YYYY-MM-DD or an RFC 3339 instant"))
+}
+
 /// What a finished store run produced.
 #[derive(Debug, Clone)]
 pub struct StoreSegmentRun {

@@ -21,7 +21,7 @@ use axum::extract::{FromRequest, Path as UrlPath, Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::Utc;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
@@ -32,7 +32,7 @@ use super::jobs::{JobRequest, JobStatus, recorded_status};
 use super::runs::valid_run_id;
 use crate::domain::{MapMethod, Method};
 use crate::ingest::FeatureTableSpec;
-use crate::pipeline::{SegmentRequest, StoreSegmentRequest};
+use crate::pipeline::{SegmentRequest, StoreSegmentRequest, parse_as_of};
 use crate::settings::{KSetting, Settings};
 
 /// The folder under the data directory that requests may name files in.
@@ -147,21 +147,6 @@ fn apply(options: RunOptions, settings: &mut Settings) -> Result<(), ApiError> {
         .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-fn parse_as_of(text: &str) -> Result<DateTime<Utc>, ApiError> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(23, 59, 59))
-        .map(|t| t.and_utc())
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "as_of: {text:?} is not a date; use YYYY-MM-DD or an RFC 3339 instant"
-            ))
-        })
-}
-
 /// A new run id: the start time and a sequence number, unique in the runs folder.
 fn new_run_id(runs_dir: &Path) -> String {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -233,7 +218,11 @@ pub async fn start_run(
             let events = events
                 .map(|e| inbox_file(&state.data_dir, "events", &e))
                 .transpose()?;
-            let as_of = as_of.as_deref().map(parse_as_of).transpose()?;
+            let as_of = as_of
+                .as_deref()
+                .map(parse_as_of)
+                .transpose()
+                .map_err(|e| ApiError::BadRequest(format!("as_of: {e}")))?;
             apply(
                 RunOptions {
                     k,
