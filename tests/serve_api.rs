@@ -458,3 +458,46 @@ async fn a_failed_run_says_why_and_bad_requests_name_the_field() {
         )
     );
 }
+
+#[tokio::test]
+async fn questions_get_the_same_cited_answer_as_segscope_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    make_run(dir.path());
+    let server = start(dir.path(), None, 1 << 20).await;
+    let question = "Which segment is the largest?";
+    let output = segscope()
+        .args(["ask", question, "--json", "--run"])
+        .arg(dir.path().join("runs").join("iris-1"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let from_cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ask = format!("{}/api/v1/runs/iris-1/ask", server.base);
+    let body = json!({ "question": question }).to_string();
+    let (status, answer) = post(&ask, &body).await;
+    assert_eq!((status, &answer), (200, &from_cli));
+    assert_eq!(answer["answerer"], "builtin");
+    assert_eq!(answer["figures"][0]["key"], "segment.1.size");
+
+    let bad = |message: &str| {
+        (
+            400,
+            json!({"error": {"code": "bad_request", "message": message}}),
+        )
+    };
+    assert_eq!(
+        post(&ask, r#"{"question": "   "}"#).await,
+        bad("question: must be 1 to 2000 characters")
+    );
+    assert_eq!(
+        post(
+            &format!("{}/api/v1/runs/nope/ask", server.base),
+            r#"{"question": "Which is largest?"}"#
+        )
+        .await,
+        (
+            404,
+            json!({"error": {"code": "not_found", "message": "no run \"nope\""}})
+        )
+    );
+}

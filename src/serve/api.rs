@@ -26,6 +26,8 @@ pub enum ApiError {
     BadRequest(String),
     /// The server failed; details are logged, not returned.
     Internal,
+    /// An outside service (the chat model) failed after its retries.
+    Upstream,
 }
 
 impl IntoResponse for ApiError {
@@ -38,6 +40,11 @@ impl IntoResponse for ApiError {
             ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::Upstream => (
+                StatusCode::BAD_GATEWAY,
+                "upstream",
+                "the chat model did not answer; try again later".to_string(),
+            ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -80,6 +87,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runs", get(list_runs).post(super::start::start_run))
         .route("/runs/{id}/progress", get(super::start::progress))
         .route("/runs/{id}/events", get(super::start::events))
+        .route("/runs/{id}/ask", axum::routing::post(super::chat::ask))
         .route("/runs/{id}", get(run))
         .route("/runs/{id}/segments", get(segments))
         .route("/runs/{id}/segments/{segment}", get(segment))

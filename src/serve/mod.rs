@@ -18,12 +18,15 @@
 //!   (server-sent events) to follow it;
 //! - `GET /api/v1/runs`, `GET /api/v1/runs/{id}`, `GET /api/v1/runs/{id}/segments`,
 //!   `GET /api/v1/runs/{id}/segments/{segment}`, `GET /api/v1/runs/{id}/files/{name}`:
-//!   JSON (or the file) for the stored runs.
+//!   JSON (or the file) for the stored runs;
+//! - `POST /api/v1/runs/{id}/ask`: a plain-language question answered with cited figures
+//!   (see [`chat`]).
 //!
 //! Everything under `/api` needs the bearer token when one is configured.
 
 pub mod api;
 pub mod auth;
+pub mod chat;
 pub mod jobs;
 pub mod metrics;
 pub mod runs;

@@ -1,0 +1,95 @@
+//! Plain-language questions about a run over HTTP: `POST /api/v1/runs/{id}/ask` with
+//! `{"question": "..."}` answers with the same machinery as `segscope ask` (the built-in
+//! answerer, or the `Agent` over read-only tools when a model is configured) and returns the
+//! answer with the run and the figures it cites. The web chat and Slack build on this.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+
+use super::AppState;
+use super::api::ApiError;
+use super::runs::valid_run_id;
+use super::start::ApiJson;
+use crate::ask::agent::{Agent, AgentError};
+use crate::ask::run::{RunError as StoredRunError, StoredRun};
+use crate::ask::tools::Toolbox;
+use crate::ask::{Answer, AskError, builtin};
+use crate::llm::ChatBackend;
+
+/// Longest question accepted, in characters.
+pub const MAX_QUESTION_CHARS: usize = 2000;
+
+/// The body of `POST /api/v1/runs/{id}/ask`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Question {
+    /// The question, in plain language.
+    pub question: String,
+}
+
+fn ask_failed(error: AskError) -> ApiError {
+    match error {
+        AskError::Run(StoredRunError::Missing { .. }) => {
+            ApiError::NotFound("the run has no segments.json".into())
+        }
+        other => {
+            tracing::error!(error = %other, "ask failed");
+            ApiError::Internal
+        }
+    }
+}
+
+/// `POST /api/v1/runs/{id}/ask`.
+pub async fn ask(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    ApiJson(body): ApiJson<Question>,
+) -> Result<Json<Answer>, ApiError> {
+    if !valid_run_id(&run_id) {
+        return Err(ApiError::BadRequest(format!(
+            "run id {run_id:?} is not valid: use 1 to 64 letters, digits, '-' or '_'"
+        )));
+    }
+    let question = body.question.trim().to_string();
+    if question.is_empty() || question.chars().count() > MAX_QUESTION_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "question: must be 1 to {MAX_QUESTION_CHARS} characters"
+        )));
+    }
+    let dir = state.runs.dir().join(&run_id);
+    if !dir.join("segments.json").is_file() {
+        return Err(ApiError::NotFound(format!("no run {run_id:?}")));
+    }
+    let settings = state.settings.clone();
+    let store_dir = state.data_dir.join("store");
+    let toolbox = tokio::task::spawn_blocking(move || {
+        let run = StoredRun::open(&dir).map_err(AskError::from)?;
+        Toolbox::new(run, &settings, store_dir).map_err(AskError::from)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "ask set-up task failed");
+        ApiError::Internal
+    })?
+    .map_err(ask_failed)?;
+    let settings = &state.settings;
+    let backend = ChatBackend::from_settings(&settings.llm, settings.run.seed).map_err(|e| {
+        tracing::error!(error = %e, "chat model settings");
+        ApiError::Internal
+    })?;
+    let answer = match backend {
+        ChatBackend::Builtin => builtin::answer(&toolbox, &question).await,
+        ChatBackend::OpenAi(model) => {
+            let agent = Agent::new(model, toolbox, &settings.ask).map_err(ask_failed)?;
+            agent.answer(&question, None).await.map_err(|e| match e {
+                AgentError::Ask(e) => ask_failed(e),
+                AgentError::Model(e) => {
+                    tracing::warn!(error = %e, "chat model failed");
+                    ApiError::Upstream
+                }
+            })?
+        }
+    };
+    Ok(Json(answer))
+}
