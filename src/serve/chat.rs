@@ -15,7 +15,7 @@ use crate::ask::agent::{Agent, AgentError};
 use crate::ask::run::{RunError as StoredRunError, StoredRun};
 use crate::ask::tools::Toolbox;
 use crate::ask::{Answer, AskError, builtin};
-use crate::llm::ChatBackend;
+use crate::llm::{ChatBackend, TokenSink};
 
 /// Longest question accepted, in characters.
 pub const MAX_QUESTION_CHARS: usize = 2000;
@@ -40,24 +40,29 @@ fn ask_failed(error: AskError) -> ApiError {
     }
 }
 
-/// `POST /api/v1/runs/{id}/ask`.
-pub async fn ask(
-    State(state): State<AppState>,
-    Path(run_id): Path<String>,
-    ApiJson(body): ApiJson<Question>,
-) -> Result<Json<Answer>, ApiError> {
-    if !valid_run_id(&run_id) {
+/// Answers `question` about the run `run_id` with the configured backend: the built-in
+/// answerer, or the `Agent` over read-only tools when a chat model is configured. `tokens`
+/// receives the answer's text as the model writes it (the web chat streams it; the
+/// built-in answerer writes its whole answer at once). The JSON API, the web chat and Slack
+/// all answer through here, so a question gets the same answer wherever it is asked.
+pub async fn answer_question(
+    state: &AppState,
+    run_id: &str,
+    question: &str,
+    tokens: Option<TokenSink<'_>>,
+) -> Result<Answer, ApiError> {
+    if !valid_run_id(run_id) {
         return Err(ApiError::BadRequest(format!(
             "run id {run_id:?} is not valid: use 1 to 64 letters, digits, '-' or '_'"
         )));
     }
-    let question = body.question.trim().to_string();
+    let question = question.trim();
     if question.is_empty() || question.chars().count() > MAX_QUESTION_CHARS {
         return Err(ApiError::BadRequest(format!(
             "question: must be 1 to {MAX_QUESTION_CHARS} characters"
         )));
     }
-    let dir = state.runs.dir().join(&run_id);
+    let dir = state.runs.dir().join(run_id);
     if !dir.join("segments.json").is_file() {
         return Err(ApiError::NotFound(format!("no run {run_id:?}")));
     }
@@ -79,10 +84,16 @@ pub async fn ask(
         ApiError::Internal
     })?;
     let answer = match backend {
-        ChatBackend::Builtin => builtin::answer(&toolbox, &question).await,
+        ChatBackend::Builtin => {
+            let answer = builtin::answer(&toolbox, question).await;
+            if let Some(tokens) = tokens {
+                tokens(&answer.text);
+            }
+            answer
+        }
         ChatBackend::OpenAi(model) => {
             let agent = Agent::new(model, toolbox, &settings.ask).map_err(ask_failed)?;
-            agent.answer(&question, None).await.map_err(|e| match e {
+            agent.answer(question, tokens).await.map_err(|e| match e {
                 AgentError::Ask(e) => ask_failed(e),
                 AgentError::Model(e) => {
                     tracing::warn!(error = %e, "chat model failed");
@@ -91,5 +102,16 @@ pub async fn ask(
             })?
         }
     };
-    Ok(Json(answer))
+    Ok(answer)
+}
+
+/// `POST /api/v1/runs/{id}/ask`.
+pub async fn ask(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    ApiJson(body): ApiJson<Question>,
+) -> Result<Json<Answer>, ApiError> {
+    Ok(Json(
+        answer_question(&state, &run_id, &body.question, None).await?,
+    ))
 }
