@@ -295,12 +295,16 @@ impl Settings {
         if let Err(e) = self.llm.validate() {
             return bad(e.to_string());
         }
+        let positive = |secs: f64| secs > 0.0 && secs.is_finite();
         if self.serve.max_body_bytes == 0
-            || !(self.serve.request_timeout_secs > 0.0
-                && self.serve.request_timeout_secs.is_finite())
+            || self.serve.max_upload_bytes == 0
+            || !positive(self.serve.request_timeout_secs)
+            || !positive(self.serve.upload_timeout_secs)
         {
             return bad(
-                "serve.max_body_bytes and serve.request_timeout_secs must be above 0".into(),
+                "serve.max_body_bytes, serve.max_upload_bytes, serve.request_timeout_secs and \
+                 serve.upload_timeout_secs must be above 0"
+                    .into(),
             );
         }
         if self.ask.max_tool_rounds == 0 || self.ask.similar_customers == 0 {

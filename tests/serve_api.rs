@@ -11,6 +11,7 @@
 
 mod support {
     pub mod cli;
+    pub mod openai_stub;
 }
 
 use std::net::SocketAddr;
@@ -58,11 +59,18 @@ struct Running {
 }
 
 async fn start(data_dir: &Path, token: Option<&str>, max_body: usize) -> Running {
+    start_with(data_dir, |settings| {
+        if let Some(token) = token {
+            settings.serve.token = ApiKey::new(token);
+        }
+        settings.serve.max_body_bytes = max_body;
+    })
+    .await
+}
+
+async fn start_with(data_dir: &Path, configure: impl FnOnce(&mut Settings)) -> Running {
     let mut settings = Settings::load_with_env(None, Vec::new()).expect("defaults");
-    if let Some(token) = token {
-        settings.serve.token = ApiKey::new(token);
-    }
-    settings.serve.max_body_bytes = max_body;
+    configure(&mut settings);
     let state = AppState::new(settings, data_dir.to_path_buf()).expect("state");
     let (stop, stopped) = oneshot::channel::<()>();
     let (bound_tx, bound_rx) = oneshot::channel::<SocketAddr>();
@@ -500,4 +508,407 @@ async fn questions_get_the_same_cited_answer_as_segscope_ask() {
             json!({"error": {"code": "not_found", "message": "no run \"nope\""}})
         )
     );
+}
+
+async fn put(url: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .put(url)
+        .header("content-type", "text/csv")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&response.bytes().await.unwrap()).expect("json"),
+    )
+}
+
+/// Every entry of a folder, hidden ones included, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn uploads_are_checked_before_they_are_stored_and_runs_can_use_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), |s| s.serve.max_upload_bytes = 64 * 1024).await;
+    let base = &server.base;
+    let inbox = dir.path().join("inbox");
+    let iris = std::fs::read("examples/iris.csv").unwrap();
+
+    let (status, stored) = put(&format!("{base}/api/v1/inbox/iris.csv"), iris.clone()).await;
+    assert_eq!(status, 201, "{stored}");
+    let sha = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&iris))
+    };
+    assert_eq!(
+        stored,
+        json!({"name": "iris.csv", "bytes": iris.len(), "sha256": sha, "gzip": false,
+               "rows": 150, "columns": ["id", "sepal_length", "sepal_width", "petal_length",
+               "petal_width", "species"]})
+    );
+    assert_eq!(std::fs::read(inbox.join("iris.csv")).unwrap(), iris);
+    let (status, listed) = get_json(&format!("{base}/api/v1/inbox"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["files"][0]["name"], "iris.csv");
+    assert_eq!(listed["files"][0]["bytes"], iris.len());
+
+    // A second upload of the same name must say so; with overwrite it replaces the file.
+    let (status, clash) = put(
+        &format!("{base}/api/v1/inbox/iris.csv"),
+        b"id,x\na,1\n".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, clash),
+        (
+            409,
+            json!({"error": {"code": "conflict", "message":
+            "name: \"iris.csv\" is already in the inbox; add ?overwrite=true to replace it"}})
+        )
+    );
+
+    // Refused uploads leave the inbox exactly as it was: no file, no temporary left over.
+    let before = entries(&inbox);
+    let ragged = b"id,x\na,1\nb,2,3\n".to_vec();
+    assert_eq!(
+        put(
+            &format!("{base}/api/v1/inbox/iris.csv?overwrite=true"),
+            ragged
+        )
+        .await,
+        (
+            422,
+            json!({"error": {"code": "invalid_file",
+            "message": "iris.csv: line 3: 3 fields where the header has 2"}})
+        )
+    );
+    assert_eq!(
+        put(
+            &format!("{base}/api/v1/inbox/latin1.csv"),
+            b"id,name\na,caf\xe9\n".to_vec()
+        )
+        .await,
+        (
+            422,
+            json!({"error": {"code": "invalid_file", "message":
+            "latin1.csv: line 2, column \"name\": not valid UTF-8 (export the file as UTF-8)"}})
+        )
+    );
+    assert_eq!(
+        put(&format!("{base}/api/v1/inbox/empty.csv"), Vec::new()).await,
+        (
+            422,
+            json!({"error": {"code": "invalid_file", "message": "empty.csv: the file is empty"}})
+        )
+    );
+    let (status, error) = put(&format!("{base}/api/v1/inbox/notes.txt"), iris.clone()).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("name: \"notes.txt\"")
+    );
+    let (status, error) = put(
+        &format!("{base}/api/v1/inbox/big.csv"),
+        vec![b'a'; 200 * 1024],
+    )
+    .await;
+    assert_eq!(status, 413, "{error}");
+    assert_eq!(entries(&inbox), before);
+    assert_eq!(std::fs::read(inbox.join("iris.csv")).unwrap(), iris);
+
+    let (status, _) = put(
+        &format!("{base}/api/v1/inbox/iris.csv?overwrite=true"),
+        iris.clone(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, started) = post(
+        &format!("{base}/api/v1/runs"),
+        r#"{"kind": "table", "features": "iris.csv", "id_column": "id", "label_column": "species",
+            "k": 3, "maps": ["pca"]}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let events = follow(&format!("{base}{}", started["events"].as_str().unwrap())).await;
+    assert_eq!(events.last().unwrap()["state"], "succeeded", "{events:?}");
+
+    let (_, _, metrics) = get(&format!("{base}/metrics"), None).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    let lines: Vec<&str> = metrics.lines().collect();
+    for expected in [
+        "segscope_runs_started_total 1",
+        r#"segscope_runs_finished_total{state="succeeded"} 1"#,
+        "segscope_runs_active 0",
+    ] {
+        assert!(lines.contains(&expected), "{expected} in {metrics}");
+    }
+}
+
+/// The OpenAPI document's operations with a request that exercises each on a server holding
+/// the run `iris-1`.
+fn sample_request(path: &str, method: &str) -> (String, Option<(&'static str, Vec<u8>)>) {
+    let url = path
+        .replace("{id}", "iris-1")
+        .replace("{segment}", "1")
+        .replace("/files/{name}", "/files/segments.json")
+        .replace("/inbox/{name}", "/inbox/sample.csv");
+    let body = match (method, path) {
+        ("put", "/api/v1/inbox/{name}") => Some(("text/csv", b"id,x\na,1\n".to_vec())),
+        ("post", "/api/v1/runs") => Some((
+            "application/json",
+            br#"{"kind": "table", "features": "missing.csv", "id_column": "id"}"#.to_vec(),
+        )),
+        ("post", "/api/v1/runs/{id}/ask") => Some((
+            "application/json",
+            br#"{"question": "Which segment is the largest?"}"#.to_vec(),
+        )),
+        ("post" | "put", _) => panic!("no sample body for {method} {path}: add one"),
+        _ => None,
+    };
+    (url, body)
+}
+
+async fn call(
+    base: &str,
+    method: &str,
+    url: &str,
+    body: Option<(&str, Vec<u8>)>,
+    token: Option<&str>,
+) -> (u16, String, Vec<u8>) {
+    let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+    let mut request = reqwest::Client::new().request(method, format!("{base}{url}"));
+    if let Some((media, bytes)) = body {
+        request = request.header("content-type", media).body(bytes);
+    }
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let media = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, media, response.bytes().await.unwrap().to_vec())
+}
+
+/// Resolves a `$ref` to `#/components/...` in the document.
+fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
+    match node["$ref"].as_str() {
+        Some(pointer) => doc
+            .pointer(pointer.trim_start_matches('#'))
+            .expect("ref resolves"),
+        None => node,
+    }
+}
+
+/// The routes the service registers, read from its source: every `.route("...")` in
+/// src/serve; those in api.rs are nested under /api/v1. HTML pages and assets are the
+/// dashboard's, not the API's.
+fn routes_in_source() -> std::collections::BTreeSet<(String, String)> {
+    let mut routes = std::collections::BTreeSet::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/serve");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let source = std::fs::read_to_string(&path).unwrap();
+        let nested = path.file_name().unwrap() == "api.rs";
+        for piece in source.split(".route(\"").skip(1) {
+            let (route, rest) = piece.split_once('"').unwrap();
+            let route = if nested {
+                format!("/api/v1{route}")
+            } else {
+                route.to_string()
+            };
+            let api = route.starts_with("/api/")
+                || route.starts_with("/slack/")
+                || ["/healthz", "/readyz", "/metrics"].contains(&route.as_str());
+            if !api {
+                continue;
+            }
+            // The handlers: the rest of the `.route(` call, up to its closing parenthesis.
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map_or(rest.len(), |(i, _)| i);
+            let handlers = &rest[..end];
+            for method in ["get", "post", "put", "delete", "patch"] {
+                if handlers.contains(&format!("{method}(")) {
+                    routes.insert((route.clone(), method.to_string()));
+                }
+            }
+        }
+    }
+    routes
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_real_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    make_run(dir.path());
+    let server = start(dir.path(), None, 1 << 20).await;
+    let guarded = start(dir.path(), Some(TOKEN), 1 << 20).await;
+    let base = &server.base;
+    let doc: Value = serde_json::from_str(segscope::serve::api::OPENAPI).unwrap();
+    let (status, served) = get_json(&format!("{base}/api/v1/openapi.json"), None).await;
+    assert_eq!((status, &served), (200, &doc));
+    assert_eq!(
+        read_json(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/openapi.json")),
+        doc
+    );
+
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            documented.insert((path.clone(), method.clone()));
+            let (url, body) = sample_request(path, method);
+            let (status, media, bytes) = call(base, method, &url, body.clone(), None).await;
+            let what = format!(
+                "{} {path} answered {status}: {}",
+                method.to_uppercase(),
+                String::from_utf8_lossy(&bytes)
+            );
+            let response = operation["responses"]
+                .get(status.to_string())
+                .unwrap_or_else(|| panic!("undocumented status: {what}"));
+            let response = resolve(&doc, response);
+            if let Some(schema) = response["content"]["application/json"].get("schema") {
+                assert!(media.starts_with("application/json"), "{what}: {media}");
+                let body: Value = serde_json::from_slice(&bytes).unwrap();
+                let mut schema = schema.clone();
+                schema["components"] = doc["components"].clone();
+                let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+                let errors: Vec<String> = validator
+                    .iter_errors(&body)
+                    .map(|e| format!("{e} at {}", e.instance_path))
+                    .collect();
+                assert!(errors.is_empty(), "{what}: {errors:?}");
+            }
+            // Security as documented: public operations answer without the token, the
+            // others refuse with 401.
+            let public = operation.get("security").is_some_and(|s| s == &json!([]));
+            let (status, _, _) = call(&guarded.base, method, &url, body, None).await;
+            assert_eq!(
+                status == 401,
+                !public,
+                "{} {path} without a token: {status}",
+                method.to_uppercase()
+            );
+        }
+    }
+    assert_eq!(
+        routes_in_source(),
+        documented,
+        "routes in src/serve vs schemas/openapi.json"
+    );
+}
+
+/// The secrets of the secrets test: each distinctive, so a leak anywhere is found.
+const SERVE_SECRET: &str = "serve-secret-5c1e9b";
+const MODEL_KEY: &str = "sk-model-secret-83d0f2";
+
+#[tokio::test]
+async fn no_secret_reaches_the_log_even_at_debug_level() {
+    use std::io::BufRead;
+    use support::openai_stub::OpenAiStub;
+
+    let dir = tempfile::tempdir().unwrap();
+    make_run(dir.path());
+    // The model server knows another key: every model call fails with 401 after the
+    // service logs it, the path where a careless error message would echo the key.
+    let stub = OpenAiStub::start("sk-the-right-key", 8).await;
+    let std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("segscope"));
+    let mut command = std_cmd;
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SEGSCOPE__")) {
+        command.env_remove(key);
+    }
+    let mut child = command
+        .args(["serve", "--bind", "127.0.0.1:0", "-vv", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "debug")
+        .env("SEGSCOPE__SERVE__TOKEN", SERVE_SECRET)
+        .env("SEGSCOPE__LLM__PROVIDER", "openai")
+        .env("OPENAI_API_KEY", MODEL_KEY)
+        .env("OPENAI_BASE_URL", &stub.base_url)
+        .env("SEGSCOPE__LLM__OPENAI__MAX_RETRIES", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("segscope serve: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+
+    let client = reqwest::Client::new();
+    let ask = format!("{base}/api/v1/runs/iris-1/ask");
+    let question = json!({"question": "Which segment is the largest?"}).to_string();
+    for offered in [None, Some("serve-secret-5c1e9c"), Some(SERVE_SECRET)] {
+        let mut request = client
+            .post(&ask)
+            .header("content-type", "application/json")
+            .body(question.clone());
+        if let Some(token) = offered {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert!(
+            !body.contains(SERVE_SECRET) && !body.contains(MODEL_KEY),
+            "{body}"
+        );
+        let expected = if offered == Some(SERVE_SECRET) {
+            502
+        } else {
+            401
+        };
+        assert_eq!(status, expected, "{body}");
+    }
+    assert_eq!(
+        stub.chat_requests().len(),
+        1,
+        "one call, answered 401 (echoing the key it was sent, as OpenAI does) and not retried"
+    );
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "graceful stop");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("chat model failed"),
+        "the failure is logged: {log}"
+    );
+    for secret in [SERVE_SECRET, MODEL_KEY] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
 }

@@ -24,8 +24,17 @@ pub enum ApiError {
     NotFound(String),
     /// A path or body value is malformed; the message names it.
     BadRequest(String),
+    /// The request clashes with what is stored (a file of that name exists).
+    Conflict(String),
+    /// The body is larger than allowed.
+    TooLarge(String),
+    /// The body is well-formed but its content is refused (an upload that is not valid CSV);
+    /// the message names the file, line and column.
+    Unprocessable(String),
     /// The server failed; details are logged, not returned.
     Internal,
+    /// The request took longer than allowed.
+    Timeout,
     /// An outside service (the chat model) failed after its retries.
     Upstream,
 }
@@ -40,10 +49,18 @@ impl IntoResponse for ApiError {
             ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_file", m),
             ApiError::Upstream => (
                 StatusCode::BAD_GATEWAY,
                 "upstream",
                 "the chat model did not answer; try again later".to_string(),
+            ),
+            ApiError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request took longer than serve.request_timeout_secs".to_string(),
             ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,6 +102,7 @@ impl From<RunError> for ApiError {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/runs", get(list_runs).post(super::start::start_run))
+        .route("/inbox", get(super::uploads::list))
         .route("/runs/{id}/progress", get(super::start::progress))
         .route("/runs/{id}/events", get(super::start::events))
         .route("/runs/{id}/ask", axum::routing::post(super::chat::ask))
@@ -111,6 +129,34 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             )
                 .into_response()
         }
+    }
+}
+
+/// The API's OpenAPI document, compiled in so the binary describes itself.
+pub const OPENAPI: &str = include_str!("../../schemas/openapi.json");
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Middleware: gives the bare 408 and 413 answers of the timeout and body-limit layers the
+/// API's JSON error body, so every error a client sees has the same shape.
+pub async fn json_errors(response: Response) -> Response {
+    let bare = !response.headers().contains_key(header::CONTENT_TYPE)
+        || response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE if bare => ApiError::TooLarge(
+            "the request body is larger than this route accepts (serve.max_body_bytes, or \
+             serve.max_upload_bytes for uploads)"
+                .into(),
+        )
+        .into_response(),
+        StatusCode::REQUEST_TIMEOUT if bare => ApiError::Timeout.into_response(),
+        _ => response,
     }
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::api::ApiError;
+use super::metrics::Channel;
 use super::runs::valid_run_id;
 use super::start::ApiJson;
 use crate::ask::agent::{Agent, AgentError};
@@ -46,6 +47,30 @@ fn ask_failed(error: AskError) -> ApiError {
 /// built-in answerer writes its whole answer at once). The JSON API, the web chat and Slack
 /// all answer through here, so a question gets the same answer wherever it is asked.
 pub async fn answer_question(
+    state: &AppState,
+    channel: Channel,
+    run_id: &str,
+    question: &str,
+    tokens: Option<TokenSink<'_>>,
+) -> Result<Answer, ApiError> {
+    let answered = answer_uncounted(state, run_id, question, tokens).await;
+    match &answered {
+        Ok(answer) => {
+            let status = serde_json::to_value(answer.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "unknown".into());
+            state.metrics.question(channel, &status);
+            if let Some(usage) = &answer.record.usage {
+                state.metrics.model_usage("ask", &usage.into());
+            }
+        }
+        Err(_) => state.metrics.question(channel, "error"),
+    }
+    answered
+}
+
+async fn answer_uncounted(
     state: &AppState,
     run_id: &str,
     question: &str,
@@ -112,6 +137,6 @@ pub async fn ask(
     ApiJson(body): ApiJson<Question>,
 ) -> Result<Json<Answer>, ApiError> {
     Ok(Json(
-        answer_question(&state, &run_id, &body.question, None).await?,
+        answer_question(&state, Channel::Api, &run_id, &body.question, None).await?,
     ))
 }

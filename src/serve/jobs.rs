@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 
+use super::metrics::{Metrics, ModelUsageCounts};
 use crate::analysis::progress::Progress;
 use crate::pipeline::{SegmentRequest, StoreSegmentRequest, run_segment, run_store_segment};
 
@@ -134,6 +135,7 @@ pub struct Jobs {
     one_at_a_time: Arc<Semaphore>,
     runtime: tokio::runtime::Handle,
     pool: Arc<rayon::ThreadPool>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -146,13 +148,19 @@ impl std::fmt::Debug for Jobs {
 pub const JOB_FILE: &str = "job.json";
 
 impl Jobs {
-    /// Jobs computed on `pool`, talking to outside services through `runtime`.
-    pub fn new(runtime: tokio::runtime::Handle, pool: Arc<rayon::ThreadPool>) -> Self {
+    /// Jobs computed on `pool`, talking to outside services through `runtime`, counted in
+    /// `metrics`.
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        pool: Arc<rayon::ThreadPool>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Jobs {
             jobs: Mutex::new(HashMap::new()),
             one_at_a_time: Arc::new(Semaphore::new(1)),
             runtime,
             pool,
+            metrics,
         }
     }
 
@@ -176,9 +184,10 @@ impl Jobs {
             JobRequest::Store(r) => r.out_dir.clone(),
         };
         if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.insert(run_id.clone(), (sender.clone(), out_dir));
+            jobs.insert(run_id.clone(), (sender.clone(), out_dir.clone()));
         }
         let jobs = Arc::clone(self);
+        self.metrics.run_started();
         tokio::spawn(async move {
             let Ok(_permit) = jobs.one_at_a_time.clone().acquire_owned().await else {
                 return;
@@ -197,6 +206,18 @@ impl Jobs {
                 (result, progress)
             })
             .await;
+            // A job marked interrupted at shutdown was counted then.
+            let counted = sender.borrow().state == JobState::Interrupted;
+            let final_state = match &outcome {
+                Ok((Ok(()), _)) => "succeeded",
+                _ => "failed",
+            };
+            if !counted {
+                jobs.metrics.run_finished(final_state);
+            }
+            if let (Ok((Ok(()), _)), Some(usage)) = (&outcome, recorded_model_usage(&out_dir)) {
+                jobs.metrics.model_usage("narrative", &usage);
+            }
             match outcome {
                 Ok((Ok(()), _)) => sender.send_modify(|s| {
                     s.state = JobState::Succeeded;
@@ -242,6 +263,7 @@ impl Jobs {
             if sender.borrow().state.is_terminal() {
                 continue;
             }
+            self.metrics.run_finished("interrupted");
             sender.send_modify(|s| {
                 s.state = JobState::Interrupted;
                 s.error = Some(format!("the service stopped during \"{}\"", s.stage));
@@ -252,6 +274,13 @@ impl Jobs {
             }
         }
     }
+}
+
+/// The chat model's usage recorded in a finished run's `run.json`, if a model was used.
+fn recorded_model_usage(dir: &Path) -> Option<ModelUsageCounts> {
+    let bytes = std::fs::read(dir.join("run.json")).ok()?;
+    let record: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_value(record.get("model")?.get("usage")?.clone()).ok()
 }
 
 fn write_job_file(dir: &Path, status: &JobStatus) -> std::io::Result<()> {

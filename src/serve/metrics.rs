@@ -2,7 +2,11 @@
 //!
 //! Requests are counted by method, matched route (the template, e.g.
 //! `/api/v1/runs/{id}`, so run ids do not explode the label space) and status, and timed in
-//! a latency histogram by method and route.
+//! a latency histogram by method and route. Runs are counted as they start and end (by final
+//! state, with a gauge of those in progress), questions by channel and how they were
+//! answered, and the chat model's requests, retries, tokens and incidents by what used it
+//! (`narrative` in runs, `ask` for questions), so a rate-limited or failing model shows up
+//! on a dashboard before users complain.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -14,10 +18,12 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::AppState;
+use crate::llm::ModelUsage;
 
 /// Labels of a request count.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,11 +40,73 @@ struct RouteLabels {
     route: String,
 }
 
+/// Labels of a finished run.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    state: String,
+}
+
+/// Labels of an answered question.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuestionLabels {
+    channel: String,
+    status: String,
+}
+
+/// Labels of the chat model's counters: what used it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    purpose: String,
+}
+
+/// Labels of the chat model's token counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    purpose: String,
+    kind: String,
+}
+
+/// Labels of the chat model's incidents.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IncidentLabels {
+    purpose: String,
+    kind: String,
+}
+
+/// Where a question came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// `POST /api/v1/runs/{id}/ask`.
+    Api,
+    /// The dashboard's web chat.
+    Web,
+    /// Slack (slash command or mention).
+    Slack,
+}
+
+impl Channel {
+    fn label(self) -> &'static str {
+        match self {
+            Channel::Api => "api",
+            Channel::Web => "web",
+            Channel::Slack => "slack",
+        }
+    }
+}
+
 /// The service's metrics and their registry.
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    runs_started: Counter,
+    runs_finished: Family<RunLabels, Counter>,
+    runs_active: Gauge,
+    questions: Family<QuestionLabels, Counter>,
+    model_requests: Family<ModelLabels, Counter>,
+    model_retries: Family<ModelLabels, Counter>,
+    model_tokens: Family<TokenLabels, Counter>,
+    model_incidents: Family<IncidentLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -72,10 +140,121 @@ impl Metrics {
             "HTTP request latency by method and route",
             latency.clone(),
         );
+        let runs_started = Counter::default();
+        registry.register("runs_started", "Runs queued", runs_started.clone());
+        let runs_finished = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "runs_finished",
+            "Runs that ended, by final state (succeeded, failed, interrupted)",
+            runs_finished.clone(),
+        );
+        let runs_active = Gauge::default();
+        registry.register(
+            "runs_active",
+            "Runs queued or computing now",
+            runs_active.clone(),
+        );
+        let questions = Family::<QuestionLabels, Counter>::default();
+        registry.register(
+            "questions",
+            "Questions answered, by channel and answer status",
+            questions.clone(),
+        );
+        let model_requests = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "llm_requests",
+            "Requests to the chat model (retries included), by purpose",
+            model_requests.clone(),
+        );
+        let model_retries = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "llm_retries",
+            "Requests to the chat model that were retries, by purpose",
+            model_retries.clone(),
+        );
+        let model_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "llm_tokens",
+            "Tokens the chat model reported, by purpose and kind (prompt, completion)",
+            model_tokens.clone(),
+        );
+        let model_incidents = Family::<IncidentLabels, Counter>::default();
+        registry.register(
+            "llm_incidents",
+            "Trouble with the chat model (rate_limited, timeout, failed, ...), by purpose",
+            model_incidents.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
             latency,
+            runs_started,
+            runs_finished,
+            runs_active,
+            questions,
+            model_requests,
+            model_retries,
+            model_tokens,
+            model_incidents,
+        }
+    }
+
+    /// A run was queued.
+    pub fn run_started(&self) {
+        self.runs_started.inc();
+        self.runs_active.inc();
+    }
+
+    /// A run ended in `state` (`succeeded`, `failed`, `interrupted`).
+    pub fn run_finished(&self, state: &str) {
+        self.runs_active.dec();
+        self.runs_finished
+            .get_or_create(&RunLabels {
+                state: state.to_string(),
+            })
+            .inc();
+    }
+
+    /// A question from `channel` was answered with `status` (the answer's status, or
+    /// `error` when none could be given).
+    pub fn question(&self, channel: Channel, status: &str) {
+        self.questions
+            .get_or_create(&QuestionLabels {
+                channel: channel.label().to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// Adds what the chat model reported for one use (`purpose`: `narrative`, `ask`).
+    pub fn model_usage(&self, purpose: &str, usage: &ModelUsageCounts) {
+        let labels = ModelLabels {
+            purpose: purpose.to_string(),
+        };
+        self.model_requests
+            .get_or_create(&labels)
+            .inc_by(usage.requests);
+        self.model_retries
+            .get_or_create(&labels)
+            .inc_by(usage.retries);
+        for (kind, n) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+        ] {
+            self.model_tokens
+                .get_or_create(&TokenLabels {
+                    purpose: purpose.to_string(),
+                    kind: kind.to_string(),
+                })
+                .inc_by(n);
+        }
+        for kind in &usage.incidents {
+            self.model_incidents
+                .get_or_create(&IncidentLabels {
+                    purpose: purpose.to_string(),
+                    kind: kind.clone(),
+                })
+                .inc();
         }
     }
 
@@ -101,6 +280,53 @@ impl Metrics {
         let registry = self.registry.lock().map_err(|_| std::fmt::Error)?;
         prometheus_client::encoding::text::encode(&mut text, &registry)?;
         Ok(text)
+    }
+}
+
+/// The chat model's counts for one use, whether they come from a live [`ModelUsage`] or a
+/// finished run's `run.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ModelUsageCounts {
+    /// Requests, retries included.
+    pub requests: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Incident kinds in order (`rate_limited`, `timeout`, ...).
+    #[serde(default, deserialize_with = "incident_kinds")]
+    pub incidents: Vec<String>,
+}
+
+fn incident_kinds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        kind: String,
+    }
+    let kinds: Vec<Kind> = serde::Deserialize::deserialize(d)?;
+    Ok(kinds.into_iter().map(|k| k.kind).collect())
+}
+
+impl From<&ModelUsage> for ModelUsageCounts {
+    fn from(usage: &ModelUsage) -> Self {
+        ModelUsageCounts {
+            requests: usage.requests,
+            retries: usage.retries,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            incidents: usage
+                .incidents
+                .iter()
+                .map(|i| {
+                    serde_json::to_value(i.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_else(|| "unknown".into())
+                })
+                .collect(),
+        }
     }
 }
 

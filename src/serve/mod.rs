@@ -19,10 +19,14 @@
 //! - `GET /api/v1/runs`, `GET /api/v1/runs/{id}`, `GET /api/v1/runs/{id}/segments`,
 //!   `GET /api/v1/runs/{id}/segments/{segment}`, `GET /api/v1/runs/{id}/files/{name}`:
 //!   JSON (or the file) for the stored runs;
+//! - `PUT /api/v1/inbox/{name}` uploads an input file (checked before it is stored; see
+//!   [`uploads`]) and `GET /api/v1/inbox` lists them;
 //! - `POST /api/v1/runs/{id}/ask`: a plain-language question answered with cited figures
 //!   (see [`chat`]).
 //!
-//! Everything under `/api` needs the bearer token when one is configured.
+//! The API is described by `schemas/openapi.json`, served at `GET /api/v1/openapi.json`
+//! and checked against these routes by the tests. Everything under `/api` except that
+//! document needs the bearer token when one is configured.
 
 pub mod api;
 pub mod auth;
@@ -32,6 +36,7 @@ pub mod metrics;
 pub mod runs;
 pub mod settings;
 pub mod start;
+pub mod uploads;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,7 +44,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, put};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -108,15 +114,17 @@ impl AppState {
             .build()
             .map_err(|e| ServeError::Threads(e.to_string()))?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        let metrics = Arc::new(metrics::Metrics::new());
         Ok(AppState {
             runs: Arc::new(runs::RunCatalog::new(runs_dir)),
             settings: Arc::new(settings),
             data_dir,
-            metrics: Arc::new(metrics::Metrics::new()),
             jobs: Arc::new(jobs::Jobs::new(
                 tokio::runtime::Handle::current(),
                 Arc::new(pool),
+                Arc::clone(&metrics),
             )),
+            metrics,
             stopping,
             stop: Arc::new(stop),
         })
@@ -124,23 +132,37 @@ impl AppState {
 }
 
 /// Every route with its middleware.
+///
+/// Uploads get their own body limit and timeout (a large export takes minutes); every other
+/// route is held to `serve.max_body_bytes` and `serve.request_timeout_secs`.
 pub fn router(state: AppState) -> Router {
     let serve = &state.settings.serve;
-    let api = api::routes().layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
-    Router::new()
+    let bearer = || axum::middleware::from_fn_with_state(state.clone(), auth::require_token);
+    let limited = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(metrics::render))
-        .nest("/api/v1", api)
-        .fallback(api::not_found)
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .nest("/api/v1", api::routes().layer(bearer()))
         .layer(RequestBodyLimitLayer::new(serve.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs_f64(serve.request_timeout_secs),
-        ))
+        ));
+    let upload_limit = usize::try_from(serve.max_upload_bytes).unwrap_or(usize::MAX);
+    let uploads = Router::new()
+        .route("/api/v1/inbox/{name}", put(uploads::upload))
+        .layer(bearer())
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(upload_limit))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs_f64(serve.upload_timeout_secs),
+        ));
+    limited
+        .merge(uploads)
+        .fallback(api::not_found)
+        .layer(axum::middleware::map_response(api::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -16,4 +16,8 @@ pub struct ServeSettings {
     pub max_body_bytes: usize,
     /// Longest a request may take before a 408, seconds.
     pub request_timeout_secs: f64,
+    /// Largest file accepted by `PUT /api/v1/inbox/{name}`, bytes.
+    pub max_upload_bytes: u64,
+    /// Longest an upload may take before a 408, seconds.
+    pub upload_timeout_secs: f64,
 }
