@@ -13,7 +13,7 @@ For each data set NAME it writes, into the work directory:
 These inputs are computed here, untimed, so that the silhouette and trustworthiness stages
 time the measure alone and their two values must agree (a correctness check for free).
 
-Usage: ``make_data.py --out DIR --repo REPO_ROOT [--datasets iris,digits,blobs50k] [--seed 42]``.
+Usage: ``make_data.py --out DIR --repo REPO_ROOT [--datasets iris,digits,blobs50k,blobs200k] [--seed 42]``.
 """
 
 import argparse
@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-DATASETS = ("iris", "digits", "blobs50k")
+DATASETS = ("iris", "digits", "blobs50k", "blobs200k")
 
 
 def load(name, repo, seed):
@@ -42,10 +42,11 @@ def load(name, repo, seed):
 
         d = load_digits()
         return d.data.astype(float), d.target
-    if name == "blobs50k":
+    if name in ("blobs50k", "blobs200k"):
         from sklearn.datasets import make_blobs
 
-        X, y = make_blobs(n_samples=50_000, n_features=64, centers=10, random_state=seed)
+        n = 50_000 if name == "blobs50k" else 200_000
+        X, y = make_blobs(n_samples=n, n_features=64, centers=10, random_state=seed)
         return X, y
     raise SystemExit(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
 
