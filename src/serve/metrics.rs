@@ -34,11 +34,27 @@ struct RouteLabels {
     route: String,
 }
 
+/// Labels of a Slack request count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlackRequestLabels {
+    endpoint: String,
+    outcome: String,
+}
+
+/// Labels of a post to Slack.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlackPostLabels {
+    target: String,
+    outcome: String,
+}
+
 /// The service's metrics and their registry.
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    slack_requests: Family<SlackRequestLabels, Counter>,
+    slack_posts: Family<SlackPostLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -72,11 +88,45 @@ impl Metrics {
             "HTTP request latency by method and route",
             latency.clone(),
         );
+        let slack_requests = Family::<SlackRequestLabels, Counter>::default();
+        let slack_posts = Family::<SlackPostLabels, Counter>::default();
+        registry.register(
+            "slack_requests",
+            "Slack requests by endpoint and outcome (verified, duplicate, rejected_<reason>, ...)",
+            slack_requests.clone(),
+        );
+        registry.register(
+            "slack_posts",
+            "Posts to Slack by target (response_url, chat.postMessage) and outcome",
+            slack_posts.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
             latency,
+            slack_requests,
+            slack_posts,
         }
+    }
+
+    /// Counts a request to a `/slack` route by its outcome.
+    pub fn slack_request(&self, endpoint: &str, outcome: &str) {
+        self.slack_requests
+            .get_or_create(&SlackRequestLabels {
+                endpoint: endpoint.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a post to Slack by its outcome.
+    pub fn slack_post(&self, target: &str, outcome: &str) {
+        self.slack_posts
+            .get_or_create(&SlackPostLabels {
+                target: target.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

@@ -20,9 +20,14 @@
 //!   `GET /api/v1/runs/{id}/segments/{segment}`, `GET /api/v1/runs/{id}/files/{name}`:
 //!   JSON (or the file) for the stored runs;
 //! - `POST /api/v1/runs/{id}/ask`: a plain-language question answered with cited figures
-//!   (see [`chat`]).
+//!   (see [`chat`]);
+//! - `POST /slack/commands` (slash command) and `POST /slack/events` (Events API:
+//!   `url_verification`, `app_mention`): the Slack app, acknowledged at once and answered
+//!   later through Slack; every request's Slack signature is checked first (see [`slack`]).
 //!
-//! Everything under `/api` needs the bearer token when one is configured.
+//! Everything under `/api` needs the bearer token when one is configured; `/slack` is
+//! authenticated by Slack's signature instead (404 while no signing secret is configured).
+//! The body-size limit and the request timeout cover every route.
 
 pub mod api;
 pub mod auth;
@@ -31,6 +36,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod runs;
 pub mod settings;
+pub mod slack;
 pub mod start;
 
 use std::net::SocketAddr;
@@ -72,6 +78,9 @@ pub enum ServeError {
     /// The worker pool for runs could not be built.
     #[error("cannot start worker threads: {0}")]
     Threads(String),
+    /// The Slack app's HTTP client could not be built.
+    #[error("cannot set up the Slack app: {0}")]
+    Slack(String),
 }
 
 /// What every handler shares.
@@ -87,6 +96,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Runs started through the API.
     pub jobs: Arc<jobs::Jobs>,
+    /// The Slack app (verifier, poster, deliveries seen).
+    pub slack: Arc<slack::Slack>,
     /// Turns true when the service starts to stop (event streams end then).
     pub stopping: tokio::sync::watch::Receiver<bool>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
@@ -108,6 +119,7 @@ impl AppState {
             .build()
             .map_err(|e| ServeError::Threads(e.to_string()))?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        let slack = slack::Slack::new(&settings).map_err(ServeError::Slack)?;
         Ok(AppState {
             runs: Arc::new(runs::RunCatalog::new(runs_dir)),
             settings: Arc::new(settings),
@@ -117,6 +129,7 @@ impl AppState {
                 tokio::runtime::Handle::current(),
                 Arc::new(pool),
             )),
+            slack: Arc::new(slack),
             stopping,
             stop: Arc::new(stop),
         })
@@ -135,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(metrics::render))
         .nest("/api/v1", api)
+        .merge(slack::routes())
         .fallback(api::not_found)
         .layer(RequestBodyLimitLayer::new(serve.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -170,12 +184,18 @@ pub async fn serve(
         let _ = stop.send(true);
     });
     let jobs = Arc::clone(&state.jobs);
+    let slack = Arc::clone(&state.slack);
+    let grace = Duration::from_secs_f64(state.settings.serve.request_timeout_secs);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = stopping.wait_for(|stopping| *stopping).await;
         })
         .await?;
     jobs.interrupt_unfinished();
+    // Slack answers already acknowledged get a last chance to be delivered.
+    if tokio::time::timeout(grace, slack.settled()).await.is_err() {
+        tracing::warn!("Slack answers still in flight at shutdown were dropped");
+    }
     tracing::info!("segscope serve stopped");
     Ok(())
 }
