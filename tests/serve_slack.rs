@@ -205,6 +205,7 @@ impl Server {
         settings.slack.api_base_url = format!("{}/api", stand_in.base);
         settings.slack.retry_initial_secs = 0.01;
         settings.slack.retry_max_secs = 0.02;
+        settings.serve.max_body_bytes = 64 * 1024;
         let state = AppState::new(settings, data_dir.to_path_buf()).expect("state");
         let (stop, stopped) = oneshot::channel::<()>();
         let (bound_tx, bound_rx) = oneshot::channel::<SocketAddr>();
@@ -557,6 +558,25 @@ async fn requests_not_signed_by_slack_get_401_and_nothing_happens() {
             "{case}"
         );
     }
+    // The body-size limit covers the Slack routes too, signed or not.
+    let huge = command_body(
+        &"x".repeat(100 * 1024),
+        &format!("{}/hook/huge", stand_in.base),
+    );
+    let timestamp = now().to_string();
+    let response = reqwest::Client::new()
+        .post(format!("{}/slack/commands", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Slack-Request-Timestamp", &timestamp)
+        .header(
+            "X-Slack-Signature",
+            slack_signature(SECRET, &timestamp, &huge),
+        )
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
     server.settled().await;
     stand_in.assert_nothing_more();
 

@@ -172,21 +172,47 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Why a request to a `/slack` route was turned away before anything happened.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// No signing secret: the Slack app is off (404).
+    NotConfigured,
+    /// Not signed by Slack (401).
+    Unsigned(Rejection),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::NotConfigured => ApiError::NotFound(
+                "the Slack app is not configured on this server (no signing secret)".into(),
+            )
+            .into_response(),
+            // Not ApiError::Unauthorized: that one asks for the API's bearer token.
+            Refusal::Unsigned(rejection) => (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": {
+                    "code": "unauthorized",
+                    "message": format!("not a request signed by Slack: {rejection}"),
+                }})),
+            )
+                .into_response(),
+        }
+    }
+}
+
 /// Steps 1 and 2 of the module doc: `Ok(now)` when the request is Slack's.
 fn check(
     state: &AppState,
     endpoint: Endpoint,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<i64, Response> {
+) -> Result<i64, Refusal> {
     let slack = &state.slack;
     let count = |outcome: &str| state.metrics.slack_request(endpoint.label(), outcome);
     let Some(verifier) = &slack.verifier else {
         count("not_configured");
-        return Err(ApiError::NotFound(
-            "the Slack app is not configured on this server (no signing secret)".into(),
-        )
-        .into_response());
+        return Err(Refusal::NotConfigured);
     };
     let now = (slack.clock)();
     match verifier.verify(
@@ -206,14 +232,7 @@ fn check(
                 reason = rejection.label(),
                 "Slack request refused"
             );
-            Err((
-                StatusCode::UNAUTHORIZED,
-                Json(json!({"error": {
-                    "code": "unauthorized",
-                    "message": format!("not a request signed by Slack: {rejection}"),
-                }})),
-            )
-                .into_response())
+            Err(Refusal::Unsigned(rejection))
         }
     }
 }
@@ -260,7 +279,7 @@ async fn commands(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     let endpoint = Endpoint::Commands;
     let now = match check(&state, endpoint, &headers, &body) {
         Ok(now) => now,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let command: SlashCommand = match serde_urlencoded::from_bytes(&body) {
         Ok(command) => command,
@@ -354,7 +373,7 @@ async fn events(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
     let endpoint = Endpoint::Events;
     let now = match check(&state, endpoint, &headers, &body) {
         Ok(now) => now,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let envelope: Envelope = match serde_json::from_slice(&body) {
         Ok(envelope) => envelope,
