@@ -221,7 +221,9 @@ impl CliError {
             CliError::Serve(crate::serve::ServeError::Bind { .. }) => 2,
             CliError::Serve(crate::serve::ServeError::DataDir { .. }) => 5,
             CliError::Serve(
-                crate::serve::ServeError::Io(_) | crate::serve::ServeError::Threads(_),
+                crate::serve::ServeError::Io(_)
+                | crate::serve::ServeError::Threads(_)
+                | crate::serve::ServeError::Slack(_),
             ) => 1,
         }
     }

@@ -60,6 +60,8 @@ pub struct Settings {
     pub ask: AskSettings,
     /// Auth and limits of `segscope serve`.
     pub serve: crate::serve::ServeSettings,
+    /// The Slack app of `segscope serve`: secrets, where answers go, retries.
+    pub slack: crate::serve::slack::SlackSettings,
 }
 
 /// `[narrative]`: what the narrator describes and how model text is checked.
@@ -261,6 +263,12 @@ impl Settings {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let plain = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let slack_env = (
+            plain(crate::serve::slack::settings::SIGNING_SECRET_ENV),
+            plain(crate::serve::slack::settings::BOT_TOKEN_ENV),
+        );
         let env: config::Map<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("SEGSCOPE__"))
@@ -274,10 +282,20 @@ impl Settings {
                 .with_list_parse_key("segment.maps")
                 .source(Some(env)),
         );
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        // Slack's own variable names work as users expect (an explicit setting wins).
+        settings.slack.fill_from_env(|name| {
+            if name == crate::serve::slack::settings::SIGNING_SECRET_ENV {
+                slack_env.0.clone()
+            } else if name == crate::serve::slack::settings::BOT_TOKEN_ENV {
+                slack_env.1.clone()
+            } else {
+                None
+            }
+        });
         settings.validate()?;
         Ok(settings)
     }
@@ -306,6 +324,9 @@ impl Settings {
                  serve.upload_timeout_secs must be above 0"
                     .into(),
             );
+        }
+        if let Err(message) = self.slack.validate() {
+            return bad(message);
         }
         if self.ask.max_tool_rounds == 0 || self.ask.similar_customers == 0 {
             return bad("ask.max_tool_rounds and ask.similar_customers must be at least 1".into());
@@ -438,6 +459,36 @@ mod tests {
     fn k_from_environment_text() {
         let s = Settings::load_with_env(None, env(&[("SEGSCOPE__SEGMENT__K", "5")])).expect("load");
         assert_eq!(s.segment.k, KSetting::Fixed(5));
+    }
+
+    #[test]
+    fn slack_secrets_fall_back_to_slacks_variables_and_never_serialise() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("SLACK_SIGNING_SECRET", "sign-env"),
+                ("SLACK_BOT_TOKEN", "xoxb-env"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(s.slack.signing_secret.expose(), "sign-env");
+        assert_eq!(s.slack.bot_token.expose(), "xoxb-env");
+        assert_eq!(s.slack.api_base_url, "https://slack.com/api");
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("SLACK_SIGNING_SECRET", "sign-env"),
+                ("SEGSCOPE__SLACK__SIGNING_SECRET", "sign-explicit"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(s.slack.signing_secret.expose(), "sign-explicit");
+        assert!(s.slack.bot_token.is_empty());
+        let text = format!("{s:?} {}", serde_json::to_string(&s).expect("json"));
+        assert!(!text.contains("sign-explicit"), "{text}");
+        let e = Settings::load_with_env(None, env(&[("SEGSCOPE__SLACK__RUN", "../x")]))
+            .expect_err("bad run");
+        assert!(e.to_string().contains("slack.run"), "{e}");
     }
 
     #[test]

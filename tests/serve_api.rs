@@ -479,7 +479,13 @@ async fn questions_get_the_same_cited_answer_as_segscope_ask() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    let from_cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut from_cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        from_cli["run"],
+        format!("run {}", dir.path().join("runs").join("iris-1").display())
+    );
+    // The service cites the run by id: a client never sees a server path.
+    from_cli["run"] = json!("run iris-1");
     let ask = format!("{}/api/v1/runs/iris-1/ask", server.base);
     let body = json!({ "question": question }).to_string();
     let (status, answer) = post(&ask, &body).await;
@@ -676,6 +682,14 @@ fn sample_request(path: &str, method: &str) -> (String, Option<(&'static str, Ve
             "application/json",
             br#"{"question": "Which segment is the largest?"}"#.to_vec(),
         )),
+        ("post", "/slack/commands") => Some((
+            "application/x-www-form-urlencoded",
+            b"command=%2Fsegments&text=largest".to_vec(),
+        )),
+        ("post", "/slack/events") => Some((
+            "application/json",
+            br#"{"type": "url_verification"}"#.to_vec(),
+        )),
         ("post" | "put", _) => panic!("no sample body for {method} {path}: add one"),
         _ => None,
     };
@@ -722,9 +736,19 @@ fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
 /// dashboard's, not the API's.
 fn routes_in_source() -> std::collections::BTreeSet<(String, String)> {
     let mut routes = std::collections::BTreeSet::new();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/serve");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    let mut files = Vec::new();
+    let mut folders = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src/serve")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    for path in files {
         let source = std::fs::read_to_string(&path).unwrap();
         let nested = path.file_name().unwrap() == "api.rs";
         for piece in source.split(".route(\"").skip(1) {

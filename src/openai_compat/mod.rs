@@ -117,8 +117,9 @@ struct HttpFailure {
     permanent: bool,
 }
 
-/// Reads `Retry-After`: delta-seconds (a decimal is accepted) or an HTTP-date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
+/// Reads `Retry-After`: delta-seconds (a decimal is accepted) or an HTTP-date. Public so
+/// that other outbound clients (the Slack app's posts) read it the same way.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));

@@ -53,7 +53,12 @@ pub async fn answer_question(
     question: &str,
     tokens: Option<TokenSink<'_>>,
 ) -> Result<Answer, ApiError> {
-    let answered = answer_uncounted(state, run_id, question, tokens).await;
+    let mut answered = answer_uncounted(state, run_id, question, tokens).await;
+    if let Ok(answer) = &mut answered {
+        // The citation names the run folder on the command line; a client of the service
+        // gets the run id, never a server path.
+        answer.run = format!("run {run_id}");
+    }
     match &answered {
         Ok(answer) => {
             let status = serde_json::to_value(answer.status)

@@ -94,6 +94,20 @@ impl Channel {
     }
 }
 
+/// Labels of a Slack request count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlackRequestLabels {
+    endpoint: String,
+    outcome: String,
+}
+
+/// Labels of a post to Slack.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlackPostLabels {
+    target: String,
+    outcome: String,
+}
+
 /// The service's metrics and their registry.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -107,6 +121,8 @@ pub struct Metrics {
     model_retries: Family<ModelLabels, Counter>,
     model_tokens: Family<TokenLabels, Counter>,
     model_incidents: Family<IncidentLabels, Counter>,
+    slack_requests: Family<SlackRequestLabels, Counter>,
+    slack_posts: Family<SlackPostLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -184,6 +200,18 @@ impl Metrics {
             "Trouble with the chat model (rate_limited, timeout, failed, ...), by purpose",
             model_incidents.clone(),
         );
+        let slack_requests = Family::<SlackRequestLabels, Counter>::default();
+        let slack_posts = Family::<SlackPostLabels, Counter>::default();
+        registry.register(
+            "slack_requests",
+            "Slack requests by endpoint and outcome (verified, duplicate, rejected_<reason>, ...)",
+            slack_requests.clone(),
+        );
+        registry.register(
+            "slack_posts",
+            "Posts to Slack by target (response_url, chat.postMessage) and outcome",
+            slack_posts.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -196,6 +224,8 @@ impl Metrics {
             model_retries,
             model_tokens,
             model_incidents,
+            slack_requests,
+            slack_posts,
         }
     }
 
@@ -256,6 +286,26 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Counts a request to a `/slack` route by its outcome.
+    pub fn slack_request(&self, endpoint: &str, outcome: &str) {
+        self.slack_requests
+            .get_or_create(&SlackRequestLabels {
+                endpoint: endpoint.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a post to Slack by its outcome.
+    pub fn slack_post(&self, target: &str, outcome: &str) {
+        self.slack_posts
+            .get_or_create(&SlackPostLabels {
+                target: target.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

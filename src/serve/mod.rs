@@ -22,11 +22,16 @@
 //! - `PUT /api/v1/inbox/{name}` uploads an input file (checked before it is stored; see
 //!   [`uploads`]) and `GET /api/v1/inbox` lists them;
 //! - `POST /api/v1/runs/{id}/ask`: a plain-language question answered with cited figures
-//!   (see [`chat`]).
+//!   (see [`chat`]);
+//! - `POST /slack/commands` (slash command) and `POST /slack/events` (Events API:
+//!   `url_verification`, `app_mention`): the Slack app, acknowledged at once and answered
+//!   later through Slack; every request's Slack signature is checked first (see [`slack`]).
 //!
 //! The API is described by `schemas/openapi.json`, served at `GET /api/v1/openapi.json`
 //! and checked against these routes by the tests. Everything under `/api` except that
-//! document needs the bearer token when one is configured.
+//! document needs the bearer token when one is configured; `/slack` is authenticated by
+//! Slack's signature instead (404 while no signing secret is configured). Every route has a
+//! body-size limit and a request timeout (uploads their own, larger ones).
 
 pub mod api;
 pub mod auth;
@@ -35,6 +40,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod runs;
 pub mod settings;
+pub mod slack;
 pub mod start;
 pub mod uploads;
 
@@ -78,6 +84,9 @@ pub enum ServeError {
     /// The worker pool for runs could not be built.
     #[error("cannot start worker threads: {0}")]
     Threads(String),
+    /// The Slack app's HTTP client could not be built.
+    #[error("cannot set up the Slack app: {0}")]
+    Slack(String),
 }
 
 /// What every handler shares.
@@ -93,6 +102,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Runs started through the API.
     pub jobs: Arc<jobs::Jobs>,
+    /// The Slack app (verifier, poster, deliveries seen).
+    pub slack: Arc<slack::Slack>,
     /// Turns true when the service starts to stop (event streams end then).
     pub stopping: tokio::sync::watch::Receiver<bool>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
@@ -115,6 +126,7 @@ impl AppState {
             .map_err(|e| ServeError::Threads(e.to_string()))?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let metrics = Arc::new(metrics::Metrics::new());
+        let slack = slack::Slack::new(&settings).map_err(ServeError::Slack)?;
         Ok(AppState {
             runs: Arc::new(runs::RunCatalog::new(runs_dir)),
             settings: Arc::new(settings),
@@ -125,6 +137,7 @@ impl AppState {
                 Arc::clone(&metrics),
             )),
             metrics,
+            slack: Arc::new(slack),
             stopping,
             stop: Arc::new(stop),
         })
@@ -144,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/api/v1/openapi.json", get(api::openapi))
         .nest("/api/v1", api::routes().layer(bearer()))
+        .merge(slack::routes())
         .layer(RequestBodyLimitLayer::new(serve.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -192,12 +206,18 @@ pub async fn serve(
         let _ = stop.send(true);
     });
     let jobs = Arc::clone(&state.jobs);
+    let slack = Arc::clone(&state.slack);
+    let grace = Duration::from_secs_f64(state.settings.serve.request_timeout_secs);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = stopping.wait_for(|stopping| *stopping).await;
         })
         .await?;
     jobs.interrupt_unfinished();
+    // Slack answers already acknowledged get a last chance to be delivered.
+    if tokio::time::timeout(grace, slack.settled()).await.is_err() {
+        tracing::warn!("Slack answers still in flight at shutdown were dropped");
+    }
     tracing::info!("segscope serve stopped");
     Ok(())
 }
