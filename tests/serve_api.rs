@@ -189,7 +189,7 @@ async fn the_runs_api_serves_what_the_pipeline_wrote() {
             "/api/v1/runs/iris-1/files/config.toml",
             400,
             "bad_request",
-            "\"config.toml\" is not a run file; use one of segments.json, assignments.csv, report.html, run.json",
+            "\"config.toml\" is not a run file; use one of segments.json, assignments.csv, report.html, run.json, profiles.csv",
         ),
         ("/no/such/route", 404, "not_found", "no such route"),
     ] {

@@ -11,7 +11,7 @@ use super::AppState;
 use super::api::ApiError;
 use super::runs::valid_run_id;
 use super::start::ApiJson;
-use crate::ask::agent::{Agent, AgentError};
+use crate::ask::agent::{Agent, AgentError, Turn};
 use crate::ask::run::{RunError as StoredRunError, StoredRun};
 use crate::ask::tools::Toolbox;
 use crate::ask::{Answer, AskError, builtin};
@@ -48,6 +48,18 @@ fn ask_failed(error: AskError) -> ApiError {
 pub async fn answer_question(
     state: &AppState,
     run_id: &str,
+    question: &str,
+    tokens: Option<TokenSink<'_>>,
+) -> Result<Answer, ApiError> {
+    answer_in_conversation(state, run_id, &[], question, tokens).await
+}
+
+/// [`answer_question`] as the next turn of a conversation: the `Agent` sees `history` (see
+/// [`Agent::answer_in_conversation`]); the built-in answerer reads each question on its own.
+pub async fn answer_in_conversation(
+    state: &AppState,
+    run_id: &str,
+    history: &[Turn],
     question: &str,
     tokens: Option<TokenSink<'_>>,
 ) -> Result<Answer, ApiError> {
@@ -93,13 +105,16 @@ pub async fn answer_question(
         }
         ChatBackend::OpenAi(model) => {
             let agent = Agent::new(model, toolbox, &settings.ask).map_err(ask_failed)?;
-            agent.answer(question, tokens).await.map_err(|e| match e {
-                AgentError::Ask(e) => ask_failed(e),
-                AgentError::Model(e) => {
-                    tracing::warn!(error = %e, "chat model failed");
-                    ApiError::Upstream
-                }
-            })?
+            agent
+                .answer_in_conversation(history, question, tokens)
+                .await
+                .map_err(|e| match e {
+                    AgentError::Ask(e) => ask_failed(e),
+                    AgentError::Model(e) => {
+                        tracing::warn!(error = %e, "chat model failed");
+                        ApiError::Upstream
+                    }
+                })?
         }
     };
     Ok(answer)

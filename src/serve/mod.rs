@@ -20,18 +20,28 @@
 //!   `GET /api/v1/runs/{id}/segments/{segment}`, `GET /api/v1/runs/{id}/files/{name}`:
 //!   JSON (or the file) for the stored runs;
 //! - `POST /api/v1/runs/{id}/ask`: a plain-language question answered with cited figures
-//!   (see [`chat`]).
+//!   (see [`chat`]); `POST /api/v1/runs/{id}/chat`: the same, streamed as server-sent
+//!   events, with a conversation per browser session (see [`webchat`]);
+//! - `GET /api/v1/runs/{id}/maps`, `.../maps/{method}/points`, `.../customers`,
+//!   `.../customers/{customer}`, `.../kpis/{name}`: map points (JSON pages or packed binary)
+//!   and customer look-ups (see [`maps`]);
+//! - `/`, `/runs/{id}`, `/runs/{id}/report`, `/runs/{id}/chat`, `/login`, `/logout`,
+//!   `/assets/{name}`: the dashboard (see [`dashboard`]).
 //!
-//! Everything under `/api` needs the bearer token when one is configured.
+//! Everything under `/api` needs the bearer token (or the dashboard's login cookie) when
+//! one is configured, and so do the dashboard's pages (see [`auth`]).
 
 pub mod api;
 pub mod auth;
 pub mod chat;
+pub mod dashboard;
 pub mod jobs;
+pub mod maps;
 pub mod metrics;
 pub mod runs;
 pub mod settings;
 pub mod start;
+pub mod webchat;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +97,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Runs started through the API.
     pub jobs: Arc<jobs::Jobs>,
+    /// The dashboard's caches: parsed map points and web chat conversations.
+    pub dashboard: Arc<dashboard::DashboardState>,
     /// Turns true when the service starts to stop (event streams end then).
     pub stopping: tokio::sync::watch::Receiver<bool>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
@@ -117,6 +129,7 @@ impl AppState {
                 tokio::runtime::Handle::current(),
                 Arc::new(pool),
             )),
+            dashboard: Arc::new(dashboard::DashboardState::new()),
             stopping,
             stop: Arc::new(stop),
         })
@@ -135,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(metrics::render))
         .nest("/api/v1", api)
+        .merge(dashboard::routes(state.clone()))
         .fallback(api::not_found)
         .layer(RequestBodyLimitLayer::new(serve.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
