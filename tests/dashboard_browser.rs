@@ -350,10 +350,31 @@ async fn the_run_page_draws_every_customer_and_hovering_shows_who_it_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_page_streams_the_answer_the_json_api_gives() {
     let dir = tempfile::tempdir().unwrap();
-    make_table_run(dir.path(), "iris-1");
+    let run_dir = make_table_run(dir.path(), "iris-1");
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("segments.json")).unwrap()).unwrap();
+    let largest = doc["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|s| s["size"].as_u64())
+        .unwrap()
+        .clone();
+    // The model looks the sizes up with a tool, then answers citing one; the same script
+    // answers the JSON API and the browser.
+    let text = format!(
+        "The largest segment is \"{}\" with {} customers; the segments differ mostly in petal length.",
+        largest["name"].as_str().unwrap(),
+        largest["size"]
+    );
     let stub = OpenAiStub::start("stub-key", 4).await;
-    let text = "Segment sizes are in the briefing; the segments differ mostly in petal length.";
-    stub.respond_with(move |_| ChatAnswer::Text(text.into()));
+    for _ in 0..2 {
+        stub.queue_chat(ChatAnswer::ToolCalls(vec![(
+            "list_segments".into(),
+            "{}".into(),
+        )]));
+        stub.queue_chat(ChatAnswer::Text(text.clone()));
+    }
     let server = start(
         dir.path(),
         settings(&[
@@ -365,7 +386,7 @@ async fn the_chat_page_streams_the_answer_the_json_api_gives() {
         ]),
     )
     .await;
-    let question = "How do the segments differ?";
+    let question = "Which segment is the largest, and how do they differ?";
     let answered: Value = reqwest::Client::new()
         .post(format!("{}/api/v1/runs/iris-1/ask", server.base))
         .json(&json!({ "question": question }))
@@ -375,7 +396,7 @@ async fn the_chat_page_streams_the_answer_the_json_api_gives() {
         .json()
         .await
         .unwrap();
-    assert_eq!(answered["text"], text);
+    assert_eq!(answered["text"], text.as_str());
 
     let chrome = Chrome::launch().await;
     let page = chrome
@@ -420,6 +441,12 @@ async fn the_chat_page_streams_the_answer_the_json_api_gives() {
     let tokens = eval(&page, "segscopeChat.tokens").await.as_u64().unwrap();
     assert!(tokens > 1, "the answer arrived in {tokens} token event(s)");
     assert_eq!(eval(&page, "segscopeChat.last.answerer").await, "stub-chat");
+    assert_eq!(answered["status"], "answered");
+    let cited = format!("segment.{}.size = {}", largest["id"], largest["size"]);
+    assert_eq!(
+        eval(&page, "Array.from(document.querySelectorAll('.msg.bot .figures a')).map(a => [a.textContent, a.getAttribute('href')])").await,
+        json!([[cited, format!("/runs/iris-1#segment-{}", largest["id"])]])
+    );
     screenshot(&page, "chat.png", 20).await;
     chrome.close().await;
     server.stop().await;

@@ -36,14 +36,14 @@
     "attribute vec2 a_pos; attribute vec4 a_col; uniform vec2 u_scale; uniform vec2 u_offset; uniform float u_size; varying vec4 v_col;" +
     "void main() { gl_Position = vec4(a_pos * u_scale + u_offset, 0.0, 1.0); gl_PointSize = u_size; v_col = a_col; }"));
   gl.attachShader(program, shader(gl.FRAGMENT_SHADER,
-    "precision mediump float; varying vec4 v_col;" +
-    "void main() { vec2 d = gl_PointCoord - 0.5; if (dot(d, d) > 0.25) discard; gl_FragColor = vec4(v_col.rgb * v_col.a, v_col.a); }"));
+    "precision mediump float; varying vec4 v_col; uniform float u_round;" +
+    "void main() { vec2 d = gl_PointCoord - 0.5; if (u_round > 0.5 && dot(d, d) > 0.25) discard; gl_FragColor = vec4(v_col.rgb * v_col.a, v_col.a); }"));
   gl.linkProgram(program);
   if (!gl.getProgramParameter(program, gl.LINK_STATUS)) { fail("The map's shaders did not compile."); return; }
   gl.useProgram(program);
   var loc = {
     pos: gl.getAttribLocation(program, "a_pos"), col: gl.getAttribLocation(program, "a_col"),
-    scale: gl.getUniformLocation(program, "u_scale"), offset: gl.getUniformLocation(program, "u_offset"), size: gl.getUniformLocation(program, "u_size")
+    scale: gl.getUniformLocation(program, "u_scale"), offset: gl.getUniformLocation(program, "u_offset"), size: gl.getUniformLocation(program, "u_size"), round: gl.getUniformLocation(program, "u_round")
   };
   var colourBuffer = gl.createBuffer();
   gl.enable(gl.BLEND);
@@ -159,6 +159,8 @@
     gl.uniform2f(loc.scale, sx, sy);
     gl.uniform2f(loc.offset, -view.cx * sx, -view.cy * sy);
     gl.uniform1f(loc.size, pointSize());
+    // Points under 4 device pixels look the same square or round; squares skip the discard.
+    gl.uniform1f(loc.round, pointSize() >= 4 ? 1 : 0);
     gl.bindBuffer(gl.ARRAY_BUFFER, current.buffer);
     gl.enableVertexAttribArray(loc.pos);
     gl.vertexAttribPointer(loc.pos, 2, gl.FLOAT, false, 0, 0);
@@ -182,7 +184,7 @@
 
   function showMethod(key) {
     var m = maps[key];
-    state.ready = false; state.method = key;
+    state.ready = false; state.method = key; hideTip();
     if (m) { current = m; fit(); schedule(); return Promise.resolve(); }
     var info = state.methods.filter(function (x) { return x.key === key; })[0];
     statusEl.hidden = false; statusEl.textContent = "Loading the " + info.title + " map…";
