@@ -545,3 +545,68 @@ async fn two_hundred_thousand_points_load_pan_and_hover_in_time() {
     chrome.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_from_the_runs_page_is_listed_when_it_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        settings(&[("SEGSCOPE__STABILITY__RESAMPLES", "0")]),
+    )
+    .await;
+    std::fs::copy(
+        "examples/iris.csv",
+        dir.path().join("inbox").join("iris.csv"),
+    )
+    .unwrap();
+    let chrome = Chrome::launch().await;
+    let page = chrome.open(&format!("{}/", server.base)).await;
+    wait_for(
+        &page,
+        "document.getElementById('no-runs')",
+        "the empty list",
+        Duration::from_secs(30),
+    )
+    .await;
+    eval(
+        &page,
+        "(() => { const f = document.getElementById('start-form');
+           document.getElementById('start-run').open = true;
+           f.elements.kind.value = 'table'; f.elements.kind.dispatchEvent(new Event('change'));
+           f.elements.features.value = 'iris.csv'; f.elements.label_column.value = 'species';
+           f.elements.k.value = '3'; f.elements.maps.value = 'pca';
+           return true; })()",
+    )
+    .await;
+    page.find_element("#start-submit")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The page reloads itself when the run succeeds; the new list links the run.
+    let link = wait_for(
+        &page,
+        "document.querySelector('#runs a') && document.querySelector('#runs a').getAttribute('href')",
+        "the finished run in the list",
+        Duration::from_secs(120),
+    )
+    .await;
+    let run_id = link
+        .as_str()
+        .unwrap()
+        .strip_prefix("/runs/")
+        .unwrap()
+        .to_string();
+    let doc: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("runs").join(&run_id).join("segments.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (doc["k"].as_u64(), doc["n_customers"].as_u64()),
+        (Some(3), Some(150))
+    );
+    screenshot(&page, "runs-after-start.png", 8).await;
+    chrome.close().await;
+    server.stop().await;
+}

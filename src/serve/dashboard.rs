@@ -3,7 +3,8 @@
 //!
 //! Pages (HTML; with `serve.token` set each needs the login cookie, else it redirects to
 //! `/login?next=...`):
-//! - `GET /`: the runs, newest first;
+//! - `GET /`: the runs, newest first, and a form that starts a run on inbox files (through
+//!   `POST /api/v1/runs`, progress followed over its event stream);
 //! - `GET /runs/{id}`: the map (WebGL, drawn by `assets/map.js` from the binary points of
 //!   [`super::maps`]), segment cards (`#segment-N`), the validity panel in plain words and
 //!   the downloads;
@@ -65,7 +66,7 @@ struct Asset {
     body: &'static str,
 }
 
-const ASSETS: [Asset; 3] = [
+const ASSETS: [Asset; 4] = [
     Asset {
         name: "dashboard.css",
         media: "text/css; charset=utf-8",
@@ -75,6 +76,11 @@ const ASSETS: [Asset; 3] = [
         name: "map.js",
         media: "text/javascript; charset=utf-8",
         body: include_str!("../../templates/dashboard/assets/map.js"),
+    },
+    Asset {
+        name: "runs.js",
+        media: "text/javascript; charset=utf-8",
+        body: include_str!("../../templates/dashboard/assets/runs.js"),
     },
     Asset {
         name: "chat.js",
