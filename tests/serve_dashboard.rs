@@ -681,7 +681,20 @@ async fn a_model_answer_streams_token_by_token_and_the_conversation_is_remembere
         ]),
     )
     .await;
-    let first_text = "The segments differ mostly in petal length and petal width, which the briefing shows side by side.";
+    let run_doc: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("runs/iris-1/segments.json")).unwrap(),
+    )
+    .unwrap();
+    let size = run_doc["segments"][0]["size"].as_u64().unwrap();
+    // First turn: the model looks the sizes up, then answers citing one.
+    let first_text = format!(
+        "The first segment has {size} customers; the segments differ mostly in petal length and petal width."
+    );
+    let first_text = first_text.as_str();
+    stub.queue_chat(ChatAnswer::ToolCalls(vec![(
+        "list_segments".into(),
+        "{}".into(),
+    )]));
     stub.queue_chat(ChatAnswer::Text(first_text.into()));
     let first = chat(&server.base, "iris-1", "How do the segments differ?", None).await;
     assert_eq!(first.status, 200);
@@ -706,7 +719,10 @@ async fn a_model_answer_streams_token_by_token_and_the_conversation_is_remembere
     assert_eq!(done["status"], "answered");
 
     // The same browser session: the model sees the earlier exchange.
-    let second_text = "Petal width separates them best.";
+    // Second turn, no tool call: restating a figure the first answer cited is grounded.
+    let second_text =
+        format!("Petal width separates them best; that segment keeps its {size} customers.");
+    let second_text = second_text.as_str();
     stub.queue_chat(ChatAnswer::Text(second_text.into()));
     let second = chat(
         &server.base,
@@ -719,10 +735,10 @@ async fn a_model_answer_streams_token_by_token_and_the_conversation_is_remembere
         second.headers.get("set-cookie").is_none(),
         "the session is kept"
     );
-    assert_eq!(
-        events(&second.text()).last().unwrap().1["text"],
-        second_text
-    );
+    let second_done = events(&second.text()).last().unwrap().1.clone();
+    assert_eq!(second_done["text"], second_text);
+    assert_eq!(second_done["status"], "answered");
+    assert_eq!(second_done["figures"][0]["key"], "segment.1.size");
     let roles = |n: usize| -> Vec<(String, String)> {
         stub.chat_requests()[n]["messages"]
             .as_array()
@@ -738,7 +754,7 @@ async fn a_model_answer_streams_token_by_token_and_the_conversation_is_remembere
             .collect()
     };
     assert_eq!(
-        roles(1),
+        roles(2),
         [
             (
                 "user".to_string(),
@@ -749,16 +765,17 @@ async fn a_model_answer_streams_token_by_token_and_the_conversation_is_remembere
         ]
     );
     // A new browser starts a new conversation.
-    stub.queue_chat(ChatAnswer::Text(second_text.into()));
+    let third_text = "Petal width separates them best.";
+    stub.queue_chat(ChatAnswer::Text(third_text.into()));
     let third = chat(&server.base, "iris-1", "And which separates best?", None).await;
     assert_eq!(
         events(&third.text()).last().unwrap().1["text"],
-        second_text,
+        third_text,
         "{}",
         third.text()
     );
     assert_eq!(
-        roles(2),
+        roles(3),
         [("user".to_string(), "And which separates best?".to_string())]
     );
     server.stop().await;
