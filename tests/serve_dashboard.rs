@@ -369,7 +369,7 @@ async fn customers_are_looked_up_with_segment_coordinates_and_profile() {
             error(
                 404,
                 "not_found",
-                "run \"iris-1\" has no per-customer figures (only store runs have profiles.csv)",
+                "run \"iris-1\" has no per-customer figures (only store runs have them)",
             ),
         ),
     ] {
@@ -384,6 +384,7 @@ async fn customers_are_looked_up_with_segment_coordinates_and_profile() {
     .json();
     assert_eq!(iris["profile"], Value::Null);
     assert_eq!(iris["id"], "iris-001");
+    assert_eq!(iris["label"], "setosa");
     assert!(iris["maps"]["pca"]["x"].is_number());
     let no_maps = get(&format!("{}/api/v1/runs/iris-1/maps", server.base))
         .await

@@ -1,4 +1,4 @@
-//! `profiles.csv` (store runs only): one row per customer with the figures a person hovering
+//! `profiles.csv`: one row per customer with the figures a person hovering
 //! over the dashboard's map wants to see, in their own units.
 //!
 //! Columns: `id,recency_days,frequency,monetary,views,sessions,conversion,top_categories`.
@@ -6,6 +6,8 @@
 //! (their recency is not a number of days, and zero revenue would read as a real figure);
 //! `top_categories` holds up to [`TOP_CATEGORIES`] category interests (the first two levels
 //! of the category path, as the segment KPIs use them), most viewed first, joined with `|`.
+//! Feature-table runs with a label column write the same file as `id,label` (the known
+//! class of each customer, e.g. an Iris species), so the dashboard can show it on hover.
 //! The file exists because the Qdrant payload lives in a store the service may not share
 //! with the run: the run folder stays the one thing to copy to serve a run.
 
@@ -93,9 +95,36 @@ pub fn render_profiles(
     })
 }
 
+/// Renders `id,label` rows for a feature-table run with a label column.
+pub fn render_labels(ids: &[String], labels: &[String]) -> Result<Vec<u8>, ReportError> {
+    let err = |e: csv::Error| ReportError::Serialize {
+        what: "profiles.csv",
+        message: e.to_string(),
+    };
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(["id", "label"]).map_err(err)?;
+    for (id, label) in ids.iter().zip(labels) {
+        writer.write_record([id, label]).map_err(err)?;
+    }
+    writer.into_inner().map_err(|e| ReportError::Serialize {
+        what: "profiles.csv",
+        message: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_of_a_table_run() {
+        let text = String::from_utf8(
+            render_labels(&["a".into(), "b".into()], &["setosa".into(), "x,y".into()])
+                .expect("csv"),
+        )
+        .expect("utf8");
+        assert_eq!(text, "id,label\na,setosa\nb,\"x,y\"\n");
+    }
 
     #[test]
     fn rows_and_top_categories() {

@@ -10,7 +10,8 @@
 //!   packed for a WebGL buffer (default: all of them; see [`BINARY_MAGIC`] for the layout);
 //! - `GET /runs/{id}/customers`: every customer id, in the order of the points;
 //! - `GET /runs/{id}/customers/{customer_id}`: one customer's segment, map coordinates and,
-//!   for store runs, R/F/M, browsing and top categories (from `profiles.csv`);
+//!   for store runs, R/F/M, browsing and top categories (from `profiles.csv`), or for a
+//!   feature table with a label column, the customer's label;
 //! - `GET /runs/{id}/kpis/{name}`: one figure per customer as little-endian `f32`, in the
 //!   order of the points, NaN where the customer has none (colours the map by a KPI).
 //!
@@ -117,7 +118,10 @@ pub struct RunPoints {
     reasons: Option<Vec<String>>,
     maps: Vec<MapCoords>,
     row_of: HashMap<String, usize>,
+    /// R/F/M and browsing per customer (store runs).
     profiles: Option<Vec<Profile>>,
+    /// Known class per customer (feature-table runs with a label column).
+    labels: Option<Vec<String>>,
 }
 
 /// Why a run's points could not be read (logged; the client gets a 500 or 404).
@@ -199,6 +203,7 @@ impl RunPoints {
                 .collect(),
             row_of: HashMap::new(),
             profiles: None,
+            labels: None,
         };
         for (line, record) in reader.records().enumerate() {
             let record = record.map_err(|e| malformed(&path, e.to_string()))?;
@@ -237,7 +242,9 @@ impl RunPoints {
         }
         let profiles_path = dir.join("profiles.csv");
         if profiles_path.is_file() {
-            points.profiles = Some(read_profiles(&profiles_path, &points.row_of)?);
+            let (profiles, labels) = read_profiles(&profiles_path, &points.row_of)?;
+            points.profiles = profiles;
+            points.labels = labels;
         }
         Ok(points)
     }
@@ -257,10 +264,12 @@ impl RunPoints {
     }
 }
 
+/// `profiles.csv`: per-customer figures when it has them (store runs), labels when it has
+/// a `label` column (feature-table runs).
 fn read_profiles(
     path: &Path,
     row_of: &HashMap<String, usize>,
-) -> Result<Vec<Profile>, PointsError> {
+) -> Result<(Option<Vec<Profile>>, Option<Vec<String>>), PointsError> {
     let malformed = |message: String| PointsError::Malformed {
         path: path.to_path_buf(),
         message,
@@ -288,12 +297,17 @@ fn read_profiles(
     };
     let kpi_cols: Vec<Option<usize>> = KPIS.iter().map(|k| column(k)).collect();
     let top_col = column("top_categories");
+    let label_col = column("label");
+    let mut labels = label_col.map(|_| vec![String::new(); row_of.len()]);
     for record in reader.records() {
         let record = record.map_err(|e| malformed(e.to_string()))?;
         let field = |col: Option<usize>| col.and_then(|c| record.get(c)).unwrap_or_default();
         let Some(&row) = row_of.get(field(Some(id_col))) else {
             continue;
         };
+        if let Some(labels) = labels.as_mut() {
+            labels[row] = field(label_col).to_string();
+        }
         let kpi = |i: usize| number(field(kpi_cols[i]));
         profiles[row] = Profile {
             recency_days: kpi(0),
@@ -309,7 +323,8 @@ fn read_profiles(
                 .collect(),
         };
     }
-    Ok(profiles)
+    let has_figures = kpi_cols.iter().any(Option::is_some);
+    Ok((has_figures.then_some(profiles), labels))
 }
 
 type CacheKey = (String, Option<SystemTime>, Option<SystemTime>);
@@ -587,6 +602,9 @@ async fn customer(
         "maps": maps,
         "profile": points.profiles.as_ref().map(|p| &p[row]),
     });
+    if let Some(label) = points.labels.as_ref().map(|l| &l[row]) {
+        body["label"] = label.clone().into();
+    }
     if let Some(reason) = points
         .reasons
         .as_ref()
@@ -611,7 +629,7 @@ async fn kpi_values(
     let points = load(&state, run_id.clone()).await?;
     let Some(profiles) = &points.profiles else {
         return Err(ApiError::NotFound(format!(
-            "run {run_id:?} has no per-customer figures (only store runs have profiles.csv)"
+            "run {run_id:?} has no per-customer figures (only store runs have them)"
         )));
     };
     let mut body = Vec::with_capacity(profiles.len() * 4);

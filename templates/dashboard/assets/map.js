@@ -276,7 +276,9 @@
         parts.push(p.recency_days === null ? "never bought" : "R " + fmt(p.recency_days) + " days · F " + fmt(p.frequency) + " · M " + fmt(p.monetary));
         parts.push(p.views + " views, " + p.sessions + " sessions");
         if (p.top_categories.length) { parts.push("Top: " + p.top_categories.join(", ")); }
-      } else if (c.reason) { parts.push(c.reason); } else { parts.push("no further figures for this run"); }
+      } else if (c.label !== undefined) { parts.push("label: " + c.label); }
+      if (c.reason) { parts.push(c.reason); }
+      if (!parts.length) { parts.push("no further figures for this run"); }
       details[id] = parts.join("\n");
       if (state.hovered && state.hovered.id === id) { document.getElementById("tooltip-details").textContent = details[id]; }
     }).catch(function () { details[id] = "details unavailable"; });
