@@ -264,12 +264,16 @@ impl RunPoints {
     }
 }
 
-/// `profiles.csv`: per-customer figures when it has them (store runs), labels when it has
-/// a `label` column (feature-table runs).
+/// What `profiles.csv` holds: per-customer figures (store runs) and labels (feature-table
+/// runs with a label column), each in point order.
+type ProfileColumns = (Option<Vec<Profile>>, Option<Vec<String>>);
+
+/// `profiles.csv`: per-customer figures when it has them, labels when it has a `label`
+/// column.
 fn read_profiles(
     path: &Path,
     row_of: &HashMap<String, usize>,
-) -> Result<(Option<Vec<Profile>>, Option<Vec<String>>), PointsError> {
+) -> Result<ProfileColumns, PointsError> {
     let malformed = |message: String| PointsError::Malformed {
         path: path.to_path_buf(),
         message,
