@@ -107,11 +107,15 @@ async fn eval(page: &Page, expression: &str) -> Value {
 }
 
 /// Polls `expression` until it is truthy; fails with `what` and the page's map/chat state
-/// after `limit`.
+/// after `limit`. An evaluation that fails (the page is navigating and its script context
+/// is gone) counts as "not yet".
 async fn wait_for(page: &Page, expression: &str, what: &str, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
     loop {
-        let value = eval(page, expression).await;
+        let value = match page.evaluate(expression).await {
+            Ok(result) => result.into_value::<Value>().unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
         let truthy = !matches!(value, Value::Null | Value::Bool(false))
             && value != json!(0)
             && value != json!("");
@@ -607,6 +611,54 @@ async fn a_run_started_from_the_runs_page_is_listed_when_it_is_done() {
         (Some(3), Some(150))
     );
     screenshot(&page, "runs-after-start.png", 8).await;
+    chrome.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_browser_logs_in_and_the_map_loads_with_the_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    make_table_run(dir.path(), "iris-1");
+    let token = "browser-token-93d1";
+    let server = start(dir.path(), settings(&[("SEGSCOPE__SERVE__TOKEN", token)])).await;
+    let chrome = Chrome::launch().await;
+    let page = chrome.open(&format!("{}/runs/iris-1", server.base)).await;
+    wait_for(
+        &page,
+        "location.pathname === '/login' && document.querySelector('input[name=token]')",
+        "the login form",
+        Duration::from_secs(30),
+    )
+    .await;
+    let input = page.find_element("input[name=token]").await.unwrap();
+    input.click().await.unwrap();
+    input.type_str("wrong").await.unwrap();
+    input.press_key("Enter").await.unwrap();
+    wait_for(
+        &page,
+        "document.getElementById('login-failed')",
+        "the refusal",
+        Duration::from_secs(30),
+    )
+    .await;
+    let input = page.find_element("input[name=token]").await.unwrap();
+    input.click().await.unwrap();
+    input.type_str(token).await.unwrap();
+    input.press_key("Enter").await.unwrap();
+    // Back on the run page; its script reads the API with the cookie alone.
+    wait_for(
+        &page,
+        "location.pathname === '/runs/iris-1' && window.segscopeMap && segscopeMap.ready && segscopeMap.idsReady",
+        "the map after logging in",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(eval(&page, "segscopeMap.pointsDrawn").await, json!(150));
+    assert_eq!(
+        eval(&page, "document.cookie").await,
+        "",
+        "the session cookie is HTTP-only"
+    );
     chrome.close().await;
     server.stop().await;
 }
