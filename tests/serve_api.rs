@@ -197,7 +197,7 @@ async fn the_runs_api_serves_what_the_pipeline_wrote() {
             "/api/v1/runs/iris-1/files/config.toml",
             400,
             "bad_request",
-            "\"config.toml\" is not a run file; use one of segments.json, assignments.csv, report.html, run.json",
+            "\"config.toml\" is not a run file; use one of segments.json, assignments.csv, report.html, run.json, profiles.csv",
         ),
         ("/no/such/route", 404, "not_found", "no such route"),
     ] {
@@ -671,14 +671,17 @@ fn sample_request(path: &str, method: &str) -> (String, Option<(&'static str, Ve
         .replace("{id}", "iris-1")
         .replace("{segment}", "1")
         .replace("/files/{name}", "/files/segments.json")
-        .replace("/inbox/{name}", "/inbox/sample.csv");
+        .replace("/inbox/{name}", "/inbox/sample.csv")
+        .replace("{method}", "pca")
+        .replace("{customer_id}", "iris-001")
+        .replace("/kpis/{name}", "/kpis/monetary");
     let body = match (method, path) {
         ("put", "/api/v1/inbox/{name}") => Some(("text/csv", b"id,x\na,1\n".to_vec())),
         ("post", "/api/v1/runs") => Some((
             "application/json",
             br#"{"kind": "table", "features": "missing.csv", "id_column": "id"}"#.to_vec(),
         )),
-        ("post", "/api/v1/runs/{id}/ask") => Some((
+        ("post", "/api/v1/runs/{id}/ask" | "/api/v1/runs/{id}/chat") => Some((
             "application/json",
             br#"{"question": "Which segment is the largest?"}"#.to_vec(),
         )),
@@ -750,7 +753,10 @@ fn routes_in_source() -> std::collections::BTreeSet<(String, String)> {
     }
     for path in files {
         let source = std::fs::read_to_string(&path).unwrap();
-        let nested = path.file_name().unwrap() == "api.rs";
+        // Routers nested under /api/v1 (the dashboard's pages are not).
+        let nested = ["api.rs", "maps.rs", "webchat.rs"]
+            .iter()
+            .any(|f| path.file_name().unwrap() == *f);
         for piece in source.split(".route(\"").skip(1) {
             let (route, rest) = piece.split_once('"').unwrap();
             let route = if nested {

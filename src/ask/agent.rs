@@ -51,6 +51,18 @@ pub enum AgentError {
     Model(#[from] OpenAiChatError),
 }
 
+/// One earlier exchange of a conversation: what was asked, what was answered and the
+/// figures that answer cited.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    /// The question as asked.
+    pub question: String,
+    /// The answer's text as shown.
+    pub answer: String,
+    /// The figures the answer cited (grounded when it was given).
+    pub figures: Vec<Figure>,
+}
+
 /// A chat model with the tools over one run.
 #[derive(Debug)]
 pub struct Agent<M: ChatModel> {
@@ -101,13 +113,30 @@ impl<M: ChatModel> Agent<M> {
         question: &str,
         tokens: Option<TokenSink<'_>>,
     ) -> Result<Answer, AgentError> {
-        let mut messages = vec![
-            ChatMessage::system(self.system.clone()),
-            ChatMessage::user(question),
-        ];
+        self.answer_in_conversation(&[], question, tokens).await
+    }
+
+    /// Answers `question` as the next turn of a conversation (the web chat keeps one per
+    /// browser session), so "and the second largest?" can lean on what was said before.
+    /// Earlier turns are replayed as user and assistant messages; the figures their answers
+    /// cited were verified then and may be restated now, so they count as grounded along with
+    /// whatever the tools return in this turn.
+    pub async fn answer_in_conversation(
+        &self,
+        history: &[Turn],
+        question: &str,
+        tokens: Option<TokenSink<'_>>,
+    ) -> Result<Answer, AgentError> {
+        let mut messages = vec![ChatMessage::system(self.system.clone())];
+        let mut figures: Vec<Figure> = Vec::new();
+        for turn in history {
+            messages.push(ChatMessage::user(turn.question.clone()));
+            messages.push(ChatMessage::assistant(turn.answer.clone()));
+            figures.extend(turn.figures.iter().cloned());
+        }
+        messages.push(ChatMessage::user(question));
         let specs = self.tool_specs();
         let mut record = AskRecord::default();
-        let mut figures: Vec<Figure> = Vec::new();
         let mut retried = false;
         let mut told_to_answer = false;
         // Tool rounds, plus one answer after the rounds, plus one grounding retry.

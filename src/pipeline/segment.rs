@@ -14,8 +14,8 @@ use crate::narrative::prompts::Population;
 use crate::narrative::{self, CaveatFacts, SegmentText};
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{self, Stages, Subject};
-use crate::report::SegmentsDocument;
 use crate::report::document::SCHEMA_VERSION;
+use crate::report::{ReportError, SegmentsDocument, profiles, write_atomically};
 use crate::settings::Settings;
 
 /// A validated request to segment one feature table.
@@ -169,6 +169,19 @@ pub fn run_segment(
 
     progress.start("writing the report", 0);
     stages.run("report", || {
+        // Known labels let the dashboard show each customer's class; written before
+        // segments.json, which marks the run complete.
+        if let Some(labels) = &table.labels {
+            std::fs::create_dir_all(&request.out_dir).map_err(|source| ReportError::Io {
+                path: request.out_dir.clone(),
+                source,
+            })?;
+            write_atomically(
+                &request.out_dir,
+                "profiles.csv",
+                &profiles::render_labels(&table.ids, labels)?,
+            )?;
+        }
         engine::write_outputs(
             &request.out_dir,
             &document,

@@ -23,7 +23,7 @@
 //! orders", "no views"), and the coverage is reported (`store.customers`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use ndarray::{Array2, Axis, s};
@@ -55,7 +55,7 @@ use crate::pipeline::engine::{self, Stages, Subject};
 use crate::report::document::{
     CustomerCoverage, MatrixSummary, SCHEMA_VERSION, StoreRunSummary, StoreSummary,
 };
-use crate::report::{ReportError, SegmentsDocument, write_atomically};
+use crate::report::{ReportError, SegmentsDocument, profiles, write_atomically};
 use crate::settings::Settings;
 use crate::store::{
     CollectionSpec, ConfiguredStore, CustomerPoint, Distance, StoreBackend, VectorSpec, VectorStore,
@@ -207,6 +207,14 @@ pub fn run_store_segment(
             .collect()
     });
     let ids: Vec<String> = customers.iter().map(|c| c.id.to_string()).collect();
+    let top_categories: Vec<Vec<String>> = customers
+        .iter()
+        .map(|c| {
+            c.browsing.map_or_else(Vec::new, |b| {
+                profiles::top_categories(&b.categories, category_interest)
+            })
+        })
+        .collect();
     let run_id = run_id(ledger.as_ref(), log.as_ref(), settings, request.as_of);
     // Everything later needs only what was derived above: free the per-customer ingest
     // state (hundreds of MB at 100,000 customers) before the memory-hungry maps run.
@@ -428,6 +436,8 @@ pub fn run_store_segment(
 
     progress.start("writing the report", 0);
     stages.run("report", || {
+        // Before segments.json, which marks the run complete: a listed run has its profiles.
+        write_profiles(&request.out_dir, &ids, &features, top_categories)?;
         engine::write_outputs(
             &request.out_dir,
             &document,
@@ -471,6 +481,38 @@ pub fn run_store_segment(
 /// Writes the run's fitted local embedder beside `segments.json`, or removes a file left by
 /// an earlier run in the same directory when this run has none (an OpenAI embedder, or
 /// nobody browsed), so that a stale model is never paired with this run's vectors.
+/// Writes `profiles.csv` (see [`profiles`]): what the dashboard shows for a customer.
+fn write_profiles(
+    out_dir: &Path,
+    ids: &[String],
+    features: &CustomerFeatures,
+    top_categories: Vec<Vec<String>>,
+) -> Result<(), ReportError> {
+    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let rows: Vec<profiles::CustomerProfile> = top_categories
+        .into_iter()
+        .enumerate()
+        .map(|(i, top_categories)| {
+            let p = features.profile.row(i);
+            profiles::CustomerProfile {
+                rfm: features.rfm[i],
+                views: p[3],
+                sessions: p[4],
+                conversion: p[5],
+                top_categories,
+            }
+        })
+        .collect();
+    write_atomically(
+        out_dir,
+        "profiles.csv",
+        &profiles::render_profiles(ids, &rows)?,
+    )
+}
+
 fn write_saved_embedder(
     out_dir: &std::path::Path,
     saved: Option<&SavedLocalEmbedder>,

@@ -11,6 +11,7 @@
 pub mod assignments;
 pub mod document;
 pub mod html;
+pub mod profiles;
 
 use std::path::{Path, PathBuf};
 

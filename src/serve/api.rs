@@ -39,9 +39,10 @@ pub enum ApiError {
     Upstream,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, message) = match self {
+impl ApiError {
+    /// Status, code and message, as the JSON body and the web chat's `error` event show them.
+    pub fn parts(self) -> (StatusCode, &'static str, String) {
+        match self {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -67,7 +68,13 @@ impl IntoResponse for ApiError {
                 "internal",
                 "the server failed; the cause is in its log".to_string(),
             ),
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
         let mut response = (
             status,
             Json(json!({"error": {"code": code, "message": message}})),
@@ -110,6 +117,8 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/segments", get(segments))
         .route("/runs/{id}/segments/{segment}", get(segment))
         .route("/runs/{id}/files/{name}", get(file))
+        .merge(super::maps::routes())
+        .merge(super::webchat::api_routes())
 }
 
 /// `GET /healthz`: the process answers.

@@ -12,7 +12,7 @@ use super::api::ApiError;
 use super::metrics::Channel;
 use super::runs::valid_run_id;
 use super::start::ApiJson;
-use crate::ask::agent::{Agent, AgentError};
+use crate::ask::agent::{Agent, AgentError, Turn};
 use crate::ask::run::{RunError as StoredRunError, StoredRun};
 use crate::ask::tools::Toolbox;
 use crate::ask::{Answer, AskError, builtin};
@@ -53,7 +53,21 @@ pub async fn answer_question(
     question: &str,
     tokens: Option<TokenSink<'_>>,
 ) -> Result<Answer, ApiError> {
-    let mut answered = answer_uncounted(state, run_id, question, tokens).await;
+    answer_in_conversation(state, channel, run_id, &[], question, tokens).await
+}
+
+/// [`answer_question`] as the next turn of a conversation: the `Agent` sees `history` (see
+/// [`Agent::answer_in_conversation`]); the built-in answerer reads each question on its own.
+/// Counted in the metrics by `channel`.
+pub async fn answer_in_conversation(
+    state: &AppState,
+    channel: Channel,
+    run_id: &str,
+    history: &[Turn],
+    question: &str,
+    tokens: Option<TokenSink<'_>>,
+) -> Result<Answer, ApiError> {
+    let mut answered = answer_uncounted(state, run_id, history, question, tokens).await;
     if let Ok(answer) = &mut answered {
         // The citation names the run folder on the command line; a client of the service
         // gets the run id, never a server path.
@@ -78,6 +92,7 @@ pub async fn answer_question(
 async fn answer_uncounted(
     state: &AppState,
     run_id: &str,
+    history: &[Turn],
     question: &str,
     tokens: Option<TokenSink<'_>>,
 ) -> Result<Answer, ApiError> {
@@ -123,13 +138,16 @@ async fn answer_uncounted(
         }
         ChatBackend::OpenAi(model) => {
             let agent = Agent::new(model, toolbox, &settings.ask).map_err(ask_failed)?;
-            agent.answer(question, tokens).await.map_err(|e| match e {
-                AgentError::Ask(e) => ask_failed(e),
-                AgentError::Model(e) => {
-                    tracing::warn!(error = %e, "chat model failed");
-                    ApiError::Upstream
-                }
-            })?
+            agent
+                .answer_in_conversation(history, question, tokens)
+                .await
+                .map_err(|e| match e {
+                    AgentError::Ask(e) => ask_failed(e),
+                    AgentError::Model(e) => {
+                        tracing::warn!(error = %e, "chat model failed");
+                        ApiError::Upstream
+                    }
+                })?
         }
     };
     Ok(answer)

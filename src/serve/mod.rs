@@ -22,27 +22,37 @@
 //! - `PUT /api/v1/inbox/{name}` uploads an input file (checked before it is stored; see
 //!   [`uploads`]) and `GET /api/v1/inbox` lists them;
 //! - `POST /api/v1/runs/{id}/ask`: a plain-language question answered with cited figures
-//!   (see [`chat`]);
+//!   (see [`chat`]); `POST /api/v1/runs/{id}/chat`: the same, streamed as server-sent
+//!   events, with a conversation per browser session (see [`webchat`]);
+//! - `GET /api/v1/runs/{id}/maps`, `.../maps/{method}/points`, `.../customers`,
+//!   `.../customers/{customer}`, `.../kpis/{name}`: map points (JSON pages or packed binary)
+//!   and customer look-ups (see [`maps`]);
 //! - `POST /slack/commands` (slash command) and `POST /slack/events` (Events API:
 //!   `url_verification`, `app_mention`): the Slack app, acknowledged at once and answered
-//!   later through Slack; every request's Slack signature is checked first (see [`slack`]).
+//!   later through Slack; every request's Slack signature is checked first (see [`slack`]);
+//! - `/`, `/runs/{id}`, `/runs/{id}/report`, `/runs/{id}/chat`, `/login`, `/logout`,
+//!   `/assets/{name}`: the dashboard (see [`dashboard`]).
 //!
 //! The API is described by `schemas/openapi.json`, served at `GET /api/v1/openapi.json`
 //! and checked against these routes by the tests. Everything under `/api` except that
-//! document needs the bearer token when one is configured; `/slack` is authenticated by
+//! document needs the bearer token (or the dashboard's login cookie) when one is
+//! configured, and so do the dashboard's pages (see [`auth`]); `/slack` is authenticated by
 //! Slack's signature instead (404 while no signing secret is configured). Every route has a
 //! body-size limit and a request timeout (uploads their own, larger ones).
 
 pub mod api;
 pub mod auth;
 pub mod chat;
+pub mod dashboard;
 pub mod jobs;
+pub mod maps;
 pub mod metrics;
 pub mod runs;
 pub mod settings;
 pub mod slack;
 pub mod start;
 pub mod uploads;
+pub mod webchat;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,6 +114,8 @@ pub struct AppState {
     pub jobs: Arc<jobs::Jobs>,
     /// The Slack app (verifier, poster, deliveries seen).
     pub slack: Arc<slack::Slack>,
+    /// The dashboard's caches: parsed map points and web chat conversations.
+    pub dashboard: Arc<dashboard::DashboardState>,
     /// Turns true when the service starts to stop (event streams end then).
     pub stopping: tokio::sync::watch::Receiver<bool>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
@@ -138,6 +150,7 @@ impl AppState {
             )),
             metrics,
             slack: Arc::new(slack),
+            dashboard: Arc::new(dashboard::DashboardState::new()),
             stopping,
             stop: Arc::new(stop),
         })
@@ -158,6 +171,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(api::openapi))
         .nest("/api/v1", api::routes().layer(bearer()))
         .merge(slack::routes())
+        .merge(dashboard::routes(state.clone()))
         .layer(RequestBodyLimitLayer::new(serve.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

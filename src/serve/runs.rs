@@ -11,11 +11,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// The files of a run that may be downloaded, with their media types.
-pub const DOWNLOADS: [(&str, &str); 4] = [
+/// (`profiles.csv` exists for store runs only.)
+pub const DOWNLOADS: [(&str, &str); 5] = [
     ("segments.json", "application/json"),
     ("assignments.csv", "text/csv; charset=utf-8"),
     ("report.html", "text/html; charset=utf-8"),
     ("run.json", "application/json"),
+    ("profiles.csv", "text/csv; charset=utf-8"),
 ];
 
 /// Why a run could not be read.
@@ -29,7 +31,7 @@ pub enum RunError {
     NotFound(String),
     /// No such downloadable file.
     #[error(
-        "{0:?} is not a run file; use one of segments.json, assignments.csv, report.html, run.json"
+        "{0:?} is not a run file; use one of segments.json, assignments.csv, report.html, run.json, profiles.csv"
     )]
     UnknownFile(String),
     /// The file exists but cannot be read or parsed (logged with its path, never returned).
@@ -123,7 +125,8 @@ impl RunCatalog {
         Ok(runs)
     }
 
-    fn summary(&self, id: &str) -> Result<RunSummary, RunError> {
+    /// One run's line of the runs list.
+    pub fn summary(&self, id: &str) -> Result<RunSummary, RunError> {
         let doc = self.segments(id)?;
         let path = self.run_dir(id)?.join("segments.json");
         let written_at = std::fs::metadata(&path)
