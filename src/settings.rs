@@ -60,6 +60,8 @@ pub struct Settings {
     pub ask: AskSettings,
     /// Auth and limits of `segscope serve`.
     pub serve: crate::serve::ServeSettings,
+    /// Weekly tracking (`segscope track`): windows, fit weeks and alert thresholds.
+    pub track: crate::track::TrackSettings,
 }
 
 /// `[narrative]`: what the narrator describes and how model text is checked.
@@ -294,6 +296,9 @@ impl Settings {
         }
         if let Err(e) = self.llm.validate() {
             return bad(e.to_string());
+        }
+        if let Err(e) = self.track.validate() {
+            return bad(e);
         }
         if self.serve.max_body_bytes == 0
             || !(self.serve.request_timeout_secs > 0.0
