@@ -460,7 +460,14 @@ pub fn run_store_segment(
     for report in transactions_report.iter().chain(&events_report) {
         inputs.insert(report.file.clone(), report.sha256.clone());
     }
-    engine::write_run_record(&request.out_dir, "segment", inputs, &stages, settings, model_record)?;
+    engine::write_run_record(
+        &request.out_dir,
+        "segment",
+        inputs,
+        &stages,
+        settings,
+        model_record,
+    )?;
     Ok(StoreSegmentRun {
         document,
         timings: stages.timings,
@@ -703,7 +710,11 @@ impl MatrixModel {
             None
         };
         let summary = MatrixSummary {
-            rfm_weight: if rfm.is_some() { weights.rfm_weight } else { 0.0 },
+            rfm_weight: if rfm.is_some() {
+                weights.rfm_weight
+            } else {
+                0.0
+            },
             behaviour_weight: if behaviour.is_some() {
                 weights.behaviour_weight
             } else {
@@ -733,7 +744,11 @@ impl MatrixModel {
     }
 
     /// The rows of `features` and `embeddings` in the fitted space.
-    pub(crate) fn apply(&self, features: &CustomerFeatures, embeddings: &Array2<f32>) -> Array2<f64> {
+    pub(crate) fn apply(
+        &self,
+        features: &CustomerFeatures,
+        embeddings: &Array2<f32>,
+    ) -> Array2<f64> {
         let n = features.rfm_block.nrows();
         let tabular = self.scaler.transform(Self::tabular(features).view());
         let d = embeddings.ncols();

@@ -9,13 +9,25 @@
 //!    as an L2-normalised vector. HDBSCAN (the crate's own, `min_cluster_size =
 //!    track.emerging_min_size`) finds dense groups among them.
 //! 3. A group's over-indexed tokens are the families whose share of the group's events is at
-//!    least `track.emerging_min_lift` times their share among all of the week's browsers; its
-//!    top token is the over-indexed family with the largest share in the group.
-//! 4. Two checks keep noise and standing niches out:
-//!    - novelty against the same customers' previous week: the members' mean share of the
-//!      top token must have risen by at least `track.emerging_min_novelty` (a group that
-//!      browsed the same last week is not emerging, it was already there; this is also what
-//!      stops the same group alerting every week);
+//!    least `track.emerging_min_lift` times their share among the week's *other* browsers
+//!    ("what it browses that the others do not"); its top token is the over-indexed family
+//!    with the largest share in the group. A group of customers who took up a family the rest
+//!    browse too (customers moving between existing segments) is a migration, not a new
+//!    segment, and fails this.
+//! 4. The top token must have been rare when the segments were fitted: its share of all
+//!    browsing in the fit weeks at most `track.emerging_max_fit_share`. Poorly-assigned
+//!    customers are picked for being unusual *this* week, so a dense group of them that
+//!    browses an established family (the few who browsed only furniture this week) is a
+//!    selection artefact that reappears in week after week; what makes a segment emerging is
+//!    an interest the fitted segments never saw. A new group built only from families that
+//!    were already common shows as migration or drift instead.
+//! 5. Two checks keep noise and standing niches out:
+//!    - novelty against the same customers' earlier weeks: the members' mean share of the top
+//!      token must exceed both their previous week's and their fit weeks' by at least
+//!      `track.emerging_min_novelty`. Members were picked for fitting poorly *this* week, so
+//!      their previous week alone would overstate novelty (regression to the mean); a group
+//!      that browsed the same before is a standing niche, not emerging; and the previous
+//!      week stops the same group alerting every week;
 //!    - significance against random groups: the members' mean share of the top token is
 //!      compared with `track.emerging_permutations` random groups of the same size drawn
 //!      (seeded) from all of the week's browsers; the permutation p-value `(1 + #{random ≥
@@ -49,6 +61,10 @@ pub(crate) struct EmergingWeek<'a> {
     pub(crate) browsers: Vec<usize>,
     /// The same customers' families in the previous week, by id.
     pub(crate) previous: BTreeMap<&'a str, &'a BTreeMap<String, f64>>,
+    /// The same customers' families in each fit week before this one, by id.
+    pub(crate) fit: Vec<BTreeMap<&'a str, &'a BTreeMap<String, f64>>>,
+    /// Share of each family in all browsing of the fit weeks.
+    pub(crate) fit_population: &'a BTreeMap<String, f64>,
     /// The fit-distance threshold used to pick candidates.
     pub(crate) threshold: f64,
 }
@@ -106,8 +122,6 @@ pub(crate) fn detect(w: &EmergingWeek<'_>, settings: &TrackSettings, seed: u64) 
     let Ok((partition, _)) = fit_hdbscan(x.view(), &params) else {
         return Vec::new();
     };
-    let base = pooled(w.families, &w.browsers);
-    let base_total: f64 = base.values().sum();
     let mut alerts = Vec::new();
     for g in 0..partition.k() {
         let members: Vec<usize> = partition
@@ -119,6 +133,14 @@ pub(crate) fn detect(w: &EmergingWeek<'_>, settings: &TrackSettings, seed: u64) 
             .collect();
         let group = pooled(w.families, &members);
         let group_total: f64 = group.values().sum();
+        let others: Vec<usize> = w
+            .browsers
+            .iter()
+            .copied()
+            .filter(|i| members.binary_search(i).is_err())
+            .collect();
+        let base = pooled(w.families, &others);
+        let base_total: f64 = base.values().sum();
         if group_total <= 0.0 || base_total <= 0.0 {
             continue;
         }
@@ -140,20 +162,28 @@ pub(crate) fn detect(w: &EmergingWeek<'_>, settings: &TrackSettings, seed: u64) 
         let Some(&(top, ..)) = tokens.first() else {
             continue;
         };
+        let fit_population = w.fit_population.get(top).copied().unwrap_or(0.0);
+        if fit_population > settings.emerging_max_fit_share {
+            continue;
+        }
         let mean_share = |who: &[usize]| {
             who.iter().map(|&i| share(&w.families[i], top)).sum::<f64>() / who.len() as f64
         };
         let now = mean_share(&members);
-        let before = members
-            .iter()
-            .map(|&i| {
-                w.previous
-                    .get(w.ids[i].as_str())
-                    .map_or(0.0, |f| share(f, top))
-            })
-            .sum::<f64>()
-            / members.len() as f64;
-        if now - before < settings.emerging_min_novelty {
+        let earlier = |week: &BTreeMap<&str, &BTreeMap<String, f64>>| {
+            members
+                .iter()
+                .map(|&i| week.get(w.ids[i].as_str()).map_or(0.0, |f| share(f, top)))
+                .sum::<f64>()
+                / members.len() as f64
+        };
+        let before = earlier(&w.previous);
+        let fit_weeks = if w.fit.is_empty() {
+            0.0
+        } else {
+            w.fit.iter().map(earlier).sum::<f64>() / w.fit.len() as f64
+        };
+        if now - before.max(fit_weeks) < settings.emerging_min_novelty {
             continue;
         }
         let draws = settings.emerging_permutations;
@@ -204,6 +234,8 @@ pub(crate) fn detect(w: &EmergingWeek<'_>, settings: &TrackSettings, seed: u64) 
                     "token": top,
                     "share_now": now,
                     "share_previous_week": before,
+                    "share_fit_weeks": fit_weeks,
+                    "share_fit_population": fit_population,
                 },
                 "permutation": {"draws": draws, "p_value": p_value},
             }),

@@ -98,12 +98,15 @@ pub struct TrackSettings {
     pub emerging_quantile: f64,
     /// Smallest dense group reported as an emerging segment.
     pub emerging_min_size: usize,
-    /// Lift (share in the group over share among all browsers) a token needs to be called
-    /// over-indexed.
+    /// Lift (share in the group over share among the week's other browsers) a token needs to
+    /// be called over-indexed.
     pub emerging_min_lift: f64,
-    /// Rise of the top token's share in the group's browsing against the same customers'
-    /// previous week that makes the group new rather than a standing niche.
+    /// Rise of the top token's share in the group's browsing over the same customers' previous
+    /// week and fit weeks that makes the group new rather than a standing niche.
     pub emerging_min_novelty: f64,
+    /// Largest share of all fit-week browsing the group's top family may have had (an
+    /// emerging interest is one the fitted segments never saw).
+    pub emerging_max_fit_share: f64,
     /// Random groups of the same size the group is compared with.
     pub emerging_permutations: usize,
     /// Permutation p-value an emerging segment needs at most.
@@ -131,6 +134,7 @@ impl TrackSettings {
             ("drift_max_share_change", self.drift_max_share_change),
             ("emerging_quantile", self.emerging_quantile),
             ("emerging_min_novelty", self.emerging_min_novelty),
+            ("emerging_max_fit_share", self.emerging_max_fit_share),
             ("emerging_max_p", self.emerging_max_p),
         ];
         for (key, v) in unit {
@@ -148,10 +152,15 @@ impl TrackSettings {
             ("browsing_window_weeks", self.browsing_window_weeks as usize),
             ("fit_weeks", self.fit_weeks),
             ("psi_bins", self.psi_bins.saturating_sub(1)),
-            ("emerging_min_size", self.emerging_min_size.saturating_sub(1)),
+            (
+                "emerging_min_size",
+                self.emerging_min_size.saturating_sub(1),
+            ),
         ] {
             if v == 0 {
-                return Err(format!("track.{key} is too small (see config/default.toml)"));
+                return Err(format!(
+                    "track.{key} is too small (see config/default.toml)"
+                ));
             }
         }
         Ok(())

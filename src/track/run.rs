@@ -9,8 +9,7 @@ use serde_json::json;
 
 use super::document::{
     Alert, AlertKind, FeaturePsi, Flow, MOVEMENT_SCHEMA_VERSION, MovementDocument, NamedValue,
-    PsiLevel, PsiReport, SegmentCount, SegmentInfo, SegmentShare, SharePsi, Transition,
-    WeekShares,
+    PsiLevel, PsiReport, SegmentCount, SegmentInfo, SegmentShare, SharePsi, Transition, WeekShares,
 };
 use super::emerging::{self, EmergingWeek};
 use super::state::{WeekState, WeeklyAggregates, select, stack, week_states};
@@ -133,6 +132,12 @@ pub fn run_track(
     let first_time = reports.iter().filter_map(|r| r.first_time).min();
     let last_time = reports.iter().filter_map(|r| r.last_time).max();
     let (Some(first_time), Some(last_time)) = (first_time, last_time) else {
+        if let Some(range) = request.weeks {
+            return Err(TrackError::Weeks {
+                requested: format!("{}..{}", range.first, range.last),
+                message: "outside the data: no usable rows in or before these weeks".into(),
+            });
+        }
         return Err(PipelineError::Unsupported {
             file: source,
             message: "no usable rows: nothing to track".into(),
@@ -192,7 +197,11 @@ pub fn run_track(
 
     // The fit: every fit week's customers that are not anomalies, stacked.
     let fit_rows: Vec<Vec<usize>> = (0..track.fit_weeks)
-        .map(|w| (0..states[w].ids.len()).filter(|&i| !anomalies[w].0[i]).collect())
+        .map(|w| {
+            (0..states[w].ids.len())
+                .filter(|&i| !anomalies[w].0[i])
+                .collect()
+        })
         .collect();
     let fit_parts: Vec<_> = fit_rows
         .iter()
@@ -295,7 +304,11 @@ pub fn run_track(
         k: match settings.segment.k {
             KSetting::Auto => KChoice::Auto {
                 min: settings.segment.k_min,
-                max: settings.segment.k_max.min(n_fit - 1).max(settings.segment.k_min),
+                max: settings
+                    .segment
+                    .k_max
+                    .min(n_fit - 1)
+                    .max(settings.segment.k_min),
             },
             KSetting::Fixed(k) => KChoice::Fixed(k),
         },
@@ -373,7 +386,9 @@ pub fn run_track(
     });
 
     progress.start("writing files", 0);
-    stages.run("write", || write_files(request, &document, &states, &placed))?;
+    stages.run("write", || {
+        write_files(request, &document, &states, &placed)
+    })?;
     write_run_record(&request.out_dir, "track", inputs, &stages, settings, None)
         .map_err(PipelineError::from)?;
     Ok(TrackRun {
@@ -385,7 +400,10 @@ pub fn run_track(
 
 /// Share of a document's weight (L2 of `ln(1 + w)`) on terms the fitted embedder does not
 /// know; 0 without a vocabulary (an API embedder knows every term) or without terms.
-fn unseen_share(doc: &BrowsingDocument, vocabulary: Option<&HashSet<(&'static str, String)>>) -> f64 {
+fn unseen_share(
+    doc: &BrowsingDocument,
+    vocabulary: Option<&HashSet<(&'static str, String)>>,
+) -> f64 {
     let Some(vocabulary) = vocabulary else {
         return 0.0;
     };
@@ -397,14 +415,22 @@ fn unseen_share(doc: &BrowsingDocument, vocabulary: Option<&HashSet<(&'static st
             unseen += w * w;
         }
     }
-    if all > 0.0 { (unseen / all).sqrt() } else { 0.0 }
+    if all > 0.0 {
+        (unseen / all).sqrt()
+    } else {
+        0.0
+    }
 }
 
 /// Nearest centroid and the squared distance to it (ties to the smaller id).
 fn nearest(centroids: &Array2<f64>, row: ArrayView1<f64>) -> (usize, f64) {
     let mut best = (0, f64::INFINITY);
     for (j, c) in centroids.axis_iter(Axis(0)).enumerate() {
-        let d: f64 = c.iter().zip(row.iter()).map(|(a, b)| (a - b) * (a - b)).sum();
+        let d: f64 = c
+            .iter()
+            .zip(row.iter())
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
         if d < best.1 {
             best = (j, d);
         }
@@ -447,7 +473,11 @@ fn bot_flags(state: &WeekState, s: &TrackSettings) -> (Vec<bool>, serde_json::Va
 
 fn drift_values(state: &WeekState, i: usize) -> [f64; 5] {
     let a = &state.activity[i];
-    let conversion = if a.views > 0.0 { a.purchases / a.views } else { 0.0 };
+    let conversion = if a.views > 0.0 {
+        a.purchases / a.views
+    } else {
+        0.0
+    };
     [a.views, a.sessions, conversion, a.orders, a.revenue]
 }
 
@@ -497,8 +527,10 @@ fn movement(
                 .iter()
                 .enumerate()
                 .map(|(c, name)| {
-                    let values: Vec<f64> =
-                        fit_members[s].iter().map(|&r| fit_profile[[r, c]]).collect();
+                    let values: Vec<f64> = fit_members[s]
+                        .iter()
+                        .map(|&r| fit_profile[[r, c]])
+                        .collect();
                     NamedValue {
                         name: (*name).to_string(),
                         value: median(&values),
@@ -750,6 +782,20 @@ fn movement(
     }
 
     // Emerging segments.
+    let mut fit_population: BTreeMap<String, f64> = BTreeMap::new();
+    for w in 0..fit_weeks {
+        for (i, families) in states[w].families.iter().enumerate() {
+            if placed[w].segment[i].is_some() {
+                for (k, v) in families {
+                    *fit_population.entry(k.clone()).or_insert(0.0) += v;
+                }
+            }
+        }
+    }
+    let fit_events: f64 = fit_population.values().sum();
+    if fit_events > 0.0 {
+        fit_population.values_mut().for_each(|v| *v /= fit_events);
+    }
     for w in 1..weeks.len() {
         let state = &states[w];
         let browses = |i: usize| !state.families[i].is_empty();
@@ -767,6 +813,16 @@ fn movement(
             .map(String::as_str)
             .zip(&states[w - 1].families)
             .collect();
+        let fit = (0..fit_weeks.min(w))
+            .map(|f| {
+                states[f]
+                    .ids
+                    .iter()
+                    .map(String::as_str)
+                    .zip(&states[f].families)
+                    .collect()
+            })
+            .collect();
         let week = EmergingWeek {
             week: weeks[w],
             ids: &state.ids,
@@ -774,6 +830,8 @@ fn movement(
             candidates,
             browsers,
             previous,
+            fit,
+            fit_population: &fit_population,
             threshold,
         };
         alerts.extend(emerging::detect(&week, &track, seed ^ (w as u64)));
@@ -871,7 +929,9 @@ fn write_files(
                 .write_record([
                     week.as_str(),
                     id,
-                    &p.segment[i].map(|s| (s + 1).to_string()).unwrap_or_default(),
+                    &p.segment[i]
+                        .map(|s| (s + 1).to_string())
+                        .unwrap_or_default(),
                     if p.anomaly[i] { "anomaly" } else { "" },
                     &p.distance[i].map(|d| d.to_string()).unwrap_or_default(),
                     &x,

@@ -25,7 +25,11 @@ pub fn psi(expected: &[f64], actual: &[f64]) -> f64 {
 /// that a value shared by many customers (zero views, say) is one bin rather than several
 /// empty ones. The last bin is open above.
 pub fn quantile_edges(reference: &[f64], bins: usize) -> Vec<f64> {
-    let mut sorted: Vec<f64> = reference.iter().copied().filter(|v| v.is_finite()).collect();
+    let mut sorted: Vec<f64> = reference
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
     sorted.sort_by(f64::total_cmp);
     if sorted.is_empty() || bins < 2 {
         return Vec::new();

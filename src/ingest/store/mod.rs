@@ -38,7 +38,8 @@ use serde::{Deserialize, Serialize};
 pub use events::{BrowsingLog, BucketedBrowsing, CustomerBrowsing, read_events, read_events_by};
 pub use report::{SkipExample, SkipSummary, SourceReport, notes, reasons};
 pub use transactions::{
-    BucketedPurchases, CustomerPurchases, TransactionLedger, read_transactions, read_transactions_by,
+    BucketedPurchases, CustomerPurchases, TransactionLedger, read_transactions,
+    read_transactions_by,
 };
 
 /// How a transactions file is read; section `[transactions]` of the settings.
