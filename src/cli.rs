@@ -78,6 +78,10 @@ pub struct TrackArgs {
     /// First weeks the segments are fitted on (overrides track.fit_weeks).
     #[arg(long, value_name = "N")]
     pub fit_weeks: Option<usize>,
+    /// Refit the segments every N weeks after the fit, keeping ids stable (overrides
+    /// track.refit_every; 0 = never).
+    #[arg(long, value_name = "N")]
+    pub refit_every: Option<usize>,
     /// Number of segments: auto or a number.
     #[arg(long, value_name = "auto|N")]
     pub k: Option<KSetting>,
@@ -446,6 +450,9 @@ pub fn track_request(
             ));
         }
         settings.track.fit_weeks = n;
+    }
+    if let Some(n) = args.refit_every {
+        settings.track.refit_every = n;
     }
     if let Some(k) = args.k {
         settings.segment.k = k;

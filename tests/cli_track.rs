@@ -454,3 +454,49 @@ fn bad_input_gives_one_line_naming_the_argument() {
         .expect("run");
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn a_refit_on_an_unchanged_store_keeps_every_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = repeating_events(dir.path());
+    let out = dir.path().join("out");
+    segscope()
+        .args(["track", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(&out)
+        .args(["--fit-weeks", "1", "--refit-every", "1", "--seed", "3"])
+        .env("SEGSCOPE__TRACK__BROWSING_WINDOW_WEEKS", "1")
+        .assert()
+        .success();
+    let doc = read_json(&out.join("movement.json"));
+    let refits = doc["refits"].as_array().expect("refits");
+    let applies: Vec<&str> = refits
+        .iter()
+        .map(|r| r["applies_from"].as_str().expect("week"))
+        .collect();
+    assert_eq!(applies, ["2026-W43", "2026-W44"]);
+    for r in refits {
+        for m in r["matches"].as_array().expect("matches") {
+            assert_eq!(m["continues"], m["id"], "{r}");
+            assert_eq!(m["jaccard"], 1.0, "{r}");
+        }
+        assert!(r["splits"].as_array().expect("splits").is_empty());
+        assert!(r["merges"].as_array().expect("merges").is_empty());
+    }
+    assert_eq!(
+        doc["segments"].as_array().map(Vec::len),
+        refits[0]["matches"].as_array().map(Vec::len),
+        "no new ids"
+    );
+    let csv = std::fs::read_to_string(out.join("weekly_assignments.csv")).expect("csv");
+    let mut per_week: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let c: Vec<&str> = line.split(',').collect();
+        per_week.entry(c[0]).or_default().push((c[1], c[2]));
+    }
+    let weeks: Vec<&Vec<(&str, &str)>> = per_week.values().collect();
+    for w in &weeks[1..] {
+        assert_eq!(*w, weeks[0], "the same segment ids after each refit");
+    }
+}

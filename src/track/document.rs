@@ -36,6 +36,8 @@ pub struct MovementDocument {
     pub psi: PsiReport,
     /// Alerts, by week then kind.
     pub alerts: Vec<Alert>,
+    /// Refits (`track.refit_every`) and how their segments were matched to the old ids.
+    pub refits: Vec<Refit>,
     /// Thresholds and settings that turned numbers into levels and alerts.
     pub thresholds: TrackSettings,
     /// How the numbers were made, in sentences.
@@ -225,4 +227,41 @@ pub enum AlertKind {
     Drift,
     /// A dense new group the segments fit poorly.
     EmergingSegment,
+}
+
+/// A refit and how its segments were matched to the ids before it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refit {
+    /// The first week assigned with the refitted segments.
+    pub applies_from: IsoWeek,
+    /// The weeks the segments were refitted on.
+    pub fitted_on: Vec<IsoWeek>,
+    /// Every new segment and the id it carries.
+    pub matches: Vec<RefitMatch>,
+    /// Old ids that split: two or more new segments each took at least 30% of its members.
+    pub splits: Vec<SplitMerge>,
+    /// New segments that merged old ids: each took at least 30% of two or more old ids.
+    pub merges: Vec<SplitMerge>,
+}
+
+/// One segment of a refit.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefitMatch {
+    /// The id it carries (an old id it continues, or a new one).
+    pub id: usize,
+    /// The old id it continues, if any.
+    pub continues: Option<usize>,
+    /// Jaccard overlap of its members with the continued id's (0 for a new id).
+    pub jaccard: f64,
+    /// Customer-weeks of the refit window in it.
+    pub size: usize,
+}
+
+/// Old ids and new ids of a split or merge.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitMerge {
+    /// Old ids.
+    pub old: Vec<usize>,
+    /// New ids.
+    pub new: Vec<usize>,
 }

@@ -13,6 +13,15 @@
 //! with the fitted model: a customer's segment is the nearest centroid, so a week without
 //! change assigns everyone as before and segment ids stay stable.
 //!
+//! # Refits
+//! With `track.refit_every = N`, k-means is refitted every N weeks after the fit on the last
+//! `fit_weeks` weeks (in the same space: the embedder and scaler stay, so distances remain
+//! comparable) and applies from the next week. New segments are matched to the old ids by
+//! membership overlap (greedy Jaccard, ties by centroid distance; see `refit` in the run
+//! module): one continuing an old id keeps it, others get new ids, and splits (an old id
+//! giving ≥ 30% of its members to each of two or more new segments) and merges (a new
+//! segment taking ≥ 30% of each of two or more old ids) are recorded in `refits`.
+//!
 //! # Fit distance
 //! How poorly a customer is assigned: the distance to the nearest centroid in the fitted
 //! space, plus what the fitted space cannot show. The fitted embedder drops browsing terms it
@@ -71,6 +80,9 @@ pub struct TrackSettings {
     pub browsing_window_weeks: u32,
     /// First weeks the segments are fitted on (at least 1).
     pub fit_weeks: usize,
+    /// Refit the segments every this many weeks after the fit, on the last `fit_weeks`
+    /// weeks, matching them to the old ids (0: never).
+    pub refit_every: usize,
     /// PSI from which a shift is worth watching.
     pub psi_watch: f64,
     /// PSI from which a shift is real.

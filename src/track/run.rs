@@ -9,7 +9,8 @@ use serde_json::json;
 
 use super::document::{
     Alert, AlertKind, FeaturePsi, Flow, MOVEMENT_SCHEMA_VERSION, MovementDocument, NamedValue,
-    PsiLevel, PsiReport, SegmentCount, SegmentInfo, SegmentShare, SharePsi, Transition, WeekShares,
+    PsiLevel, PsiReport, Refit, RefitMatch, SegmentCount, SegmentInfo, SegmentShare, SharePsi,
+    SplitMerge, Transition, WeekShares,
 };
 use super::emerging::{self, EmergingWeek};
 use super::state::{WeekState, WeeklyAggregates, select, stack, week_states};
@@ -337,37 +338,74 @@ pub fn run_track(
     let browsing_factor = matrix.browsing_factor();
 
     progress.start("placing weeks", states.len() as u64);
-    let placed: Vec<Placed> = stages.run("assign", || {
-        states
-            .iter()
-            .zip(&embeddings)
-            .zip(&anomalies)
-            .map(|((state, (e, unseen)), (flags, _))| {
-                let x = matrix.apply(&state.features, e);
-                let mut segment = Vec::with_capacity(x.nrows());
-                let mut distance = Vec::with_capacity(x.nrows());
-                for (i, row) in x.axis_iter(Axis(0)).enumerate() {
-                    if flags[i] {
-                        segment.push(None);
-                        distance.push(None);
-                        continue;
-                    }
-                    let (j, d2) = nearest(&centroids, row);
-                    let residual = unseen[i] * browsing_factor;
-                    segment.push(Some(j));
-                    distance.push(Some((d2 + residual * residual).sqrt()));
+    let mut models = Models {
+        centroids,
+        ids: (0..k).collect(),
+        reference: vec![Vec::new(); k],
+        reference_total: vec![0; k],
+        since: vec![track.fit_weeks - 1; k],
+        next_id: k,
+    };
+    let mut refits: Vec<Refit> = Vec::new();
+    let placed: Vec<Placed> = stages.run("assign", || -> Result<Vec<Placed>, PipelineError> {
+        let mut placed: Vec<Placed> = Vec::with_capacity(states.len());
+        for (w, ((state, (e, unseen)), (flags, _))) in
+            states.iter().zip(&embeddings).zip(&anomalies).enumerate()
+        {
+            let x = matrix.apply(&state.features, e);
+            let mut segment = Vec::with_capacity(x.nrows());
+            let mut distance = Vec::with_capacity(x.nrows());
+            for (i, row) in x.axis_iter(Axis(0)).enumerate() {
+                if flags[i] {
+                    segment.push(None);
+                    distance.push(None);
+                    continue;
                 }
-                let pca = pca.as_ref().map(|p: &PcaModel| p.transform(x.view()));
-                progress.advance(1);
-                Placed {
-                    segment,
-                    distance,
-                    anomaly: flags.clone(),
-                    pca,
+                let (j, d2) = nearest(&models.centroids, row);
+                let residual = unseen[i] * browsing_factor;
+                segment.push(Some(models.ids[j]));
+                distance.push(Some((d2 + residual * residual).sqrt()));
+                if w < track.fit_weeks {
+                    models.reference[models.ids[j]].push((w, i));
                 }
-            })
-            .collect()
-    });
+            }
+            let pca = pca.as_ref().map(|p: &PcaModel| p.transform(x.view()));
+            progress.advance(1);
+            placed.push(Placed {
+                segment,
+                distance,
+                anomaly: flags.clone(),
+                pca,
+            });
+            if w + 1 == track.fit_weeks {
+                let total: usize = models.reference.iter().map(Vec::len).sum();
+                models.reference_total = vec![total; k];
+            }
+            let every = track.refit_every;
+            if every > 0
+                && w + 1 >= track.fit_weeks + every
+                && (w + 1 - track.fit_weeks) % every == 0
+                && w + 1 < states.len()
+            {
+                let window: Vec<usize> = (w + 1 - track.fit_weeks..=w).collect();
+                let xs: Vec<Array2<f64>> = window
+                    .iter()
+                    .map(|&ww| matrix.apply(&states[ww].features, &embeddings[ww].0))
+                    .collect();
+                refits.push(refit(
+                    &mut models,
+                    &window,
+                    &xs,
+                    &placed,
+                    &weeks,
+                    &spec,
+                    seed ^ (w as u64 + 1),
+                    progress,
+                )?);
+            }
+        }
+        Ok(placed)
+    })?;
     drop(embeddings);
 
     progress.start("measuring movement", 0);
@@ -376,8 +414,8 @@ pub fn run_track(
             &states,
             &placed,
             &anomalies,
-            &fit_features.profile,
-            k,
+            &models,
+            refits,
             &weeks,
             settings.track.clone(),
             seed,
@@ -489,35 +527,38 @@ fn movement(
     states: &[WeekState],
     placed: &[Placed],
     anomalies: &[(Vec<bool>, serde_json::Value)],
-    fit_profile: &Array2<f64>,
-    k: usize,
+    models: &Models,
+    refits: Vec<Refit>,
     weeks: &[IsoWeek],
     track: TrackSettings,
     seed: u64,
     mut notes: Vec<String>,
 ) -> MovementDocument {
     let fit_weeks = track.fit_weeks;
-    // Fit-week members of each segment: their rows in the stacked fit profile and their drift
-    // values, and the fit distances that set the emerging threshold.
-    let mut fit_members: Vec<Vec<usize>> = vec![Vec::new(); k];
-    let mut fit_drift: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); DRIFT_FEATURES.len()]; k];
-    let mut fit_distances = Vec::new();
-    let mut row = 0;
-    for w in 0..fit_weeks {
-        for (i, seg) in placed[w].segment.iter().enumerate() {
-            let Some(s) = seg else { continue };
-            fit_members[*s].push(row);
-            row += 1;
-            for (f, v) in drift_values(&states[w], i).into_iter().enumerate() {
-                fit_drift[*s][f].push(v);
-            }
-            if let Some(d) = placed[w].distance[i] {
-                fit_distances.push(d);
-            }
-        }
-    }
-    let fit_total: usize = fit_members.iter().map(Vec::len).sum();
-    let fit_share = |s: usize| fit_members[s].len() as f64 / fit_total.max(1) as f64;
+    // Every segment id ever made (refits add ids); each is judged against the customers it was
+    // fitted on: the fit weeks, or the refit window that made it.
+    let k = models.next_id;
+    let fit_members = &models.reference;
+    let fit_drift: Vec<Vec<Vec<f64>>> = fit_members
+        .iter()
+        .map(|rows| {
+            (0..DRIFT_FEATURES.len())
+                .map(|f| {
+                    rows.iter()
+                        .map(|&(w, i)| drift_values(&states[w], i)[f])
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let fit_distances: Vec<f64> = (0..fit_weeks)
+        .flat_map(|w| placed[w].distance.iter().flatten().copied())
+        .collect();
+    let fit_total: usize = (0..fit_weeks)
+        .map(|w| placed[w].segment.iter().flatten().count())
+        .sum();
+    let fit_share =
+        |s: usize| fit_members[s].len() as f64 / models.reference_total[s].max(1) as f64;
     let segments: Vec<SegmentInfo> = (0..k)
         .map(|s| SegmentInfo {
             id: s + 1,
@@ -529,7 +570,7 @@ fn movement(
                 .map(|(c, name)| {
                     let values: Vec<f64> = fit_members[s]
                         .iter()
-                        .map(|&r| fit_profile[[r, c]])
+                        .map(|&(w, i)| states[w].features.profile[[i, c]])
                         .collect();
                     NamedValue {
                         name: (*name).to_string(),
@@ -537,7 +578,7 @@ fn movement(
                     }
                 })
                 .collect(),
-            since: weeks[fit_weeks - 1],
+            since: weeks[models.since[s]],
         })
         .collect();
     let threshold = quantile(&fit_distances, track.emerging_quantile);
@@ -843,9 +884,8 @@ fn movement(
     });
 
     notes.push(format!(
-        "Segments were fitted on {} customer-weeks of the fit weeks with k-means; every week is \
-         assigned by the nearest centroid, so ids are stable.",
-        fit_total
+        "Segments were fitted on {fit_total} customer-weeks of the fit weeks with k-means; every \
+         week is assigned by the nearest centroid, so ids are stable."
     ));
     notes.push(format!(
         "Customers are poorly assigned above a fit distance of {threshold:.4} (quantile {} of \
@@ -866,9 +906,196 @@ fn movement(
             features: feature_psi,
         },
         alerts,
+        refits,
         thresholds: track,
         notes,
     }
+}
+
+/// The segment model in force: centroids in the fitted space, the stable id of each, and per
+/// id (every id ever made) the customer-weeks it was fitted on.
+struct Models {
+    centroids: Array2<f64>,
+    /// Global id (0-based) of each centroid row.
+    ids: Vec<usize>,
+    /// Per id: (week index, row) of the customer-weeks it was fitted on.
+    reference: Vec<Vec<(usize, usize)>>,
+    /// Per id: customer-weeks of the fit that made it (its share's denominator).
+    reference_total: Vec<usize>,
+    /// Per id: the week index it was made in.
+    since: Vec<usize>,
+    /// The next id to hand out.
+    next_id: usize,
+}
+
+/// Share of an old segment's members a new segment must take (or give) for a split (merge).
+const SPLIT_SHARE: f64 = 0.3;
+/// Jaccard overlap a new segment needs with an old one to continue its id.
+const CONTINUE_JACCARD: f64 = 0.3;
+
+/// Refits k-means on the window's customer-weeks (the same space: embedder and scaler stay),
+/// matches the new segments to the old ids and makes the new model the one in force.
+///
+/// Matching: the overlap of every new segment with every old id (customers of the window
+/// under both models), greedy by Jaccard overlap (ties by centroid distance, then id): a new
+/// segment continues the old id it overlaps most, each old id at most once, when the Jaccard
+/// overlap is at least 0.3; otherwise it gets a new id. An old id that gives at least 30% of
+/// its members to each of two or more new segments split; a new segment that takes at least
+/// 30% of each of two or more old ids is their merge.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one caller; the run's pieces travel explicitly"
+)]
+fn refit(
+    models: &mut Models,
+    window: &[usize],
+    xs: &[Array2<f64>],
+    placed: &[Placed],
+    weeks: &[IsoWeek],
+    spec: &ClusterSpec,
+    seed: u64,
+    progress: &dyn Progress,
+) -> Result<Refit, PipelineError> {
+    let mut rows: Vec<(usize, usize)> = Vec::new();
+    let mut old: Vec<usize> = Vec::new();
+    for (&w, x) in window.iter().zip(xs) {
+        for i in 0..x.nrows() {
+            if let Some(s) = placed[w].segment[i] {
+                rows.push((w, i));
+                old.push(s);
+            }
+        }
+    }
+    let mut stacked = Array2::<f64>::zeros((rows.len(), xs.first().map_or(0, |x| x.ncols())));
+    for (r, &(w, i)) in rows.iter().enumerate() {
+        let x = &xs[w - window[0]];
+        stacked.row_mut(r).assign(&x.row(i));
+    }
+    let clustering = clustering::segment(stacked.view(), spec, seed, progress)?;
+    let SegmentModel::Centroids(centroids) = clustering.model else {
+        return Err(PipelineError::Unsupported {
+            file: "refit".into(),
+            message: "k-means returned no centroids".into(),
+        });
+    };
+    let new: Vec<usize> = stacked
+        .axis_iter(Axis(0))
+        .map(|row| nearest(&centroids, row).0)
+        .collect();
+    let kn = centroids.nrows();
+    let mut overlap: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    let mut size_new = vec![0usize; kn];
+    let mut size_old: BTreeMap<usize, usize> = BTreeMap::new();
+    for (&o, &j) in old.iter().zip(&new) {
+        *overlap.entry((j, o)).or_insert(0) += 1;
+        size_new[j] += 1;
+        *size_old.entry(o).or_insert(0) += 1;
+    }
+    let old_centroid = |o: usize| {
+        models
+            .ids
+            .iter()
+            .position(|&id| id == o)
+            .map(|r| models.centroids.row(r).to_owned())
+    };
+    let mut pairs: Vec<(f64, f64, usize, usize)> = overlap
+        .iter()
+        .map(|(&(j, o), &c)| {
+            let union = size_new[j] + size_old.get(&o).copied().unwrap_or(0) - c;
+            let jaccard = c as f64 / union.max(1) as f64;
+            let distance = old_centroid(o).map_or(f64::INFINITY, |oc| {
+                oc.iter()
+                    .zip(centroids.row(j).iter())
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f64>()
+            });
+            (jaccard, distance, j, o)
+        })
+        .collect();
+    pairs.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(a.1.total_cmp(&b.1))
+            .then((a.2, a.3).cmp(&(b.2, b.3)))
+    });
+    let mut id_of: Vec<Option<usize>> = vec![None; kn];
+    let mut continues: Vec<Option<(usize, f64)>> = vec![None; kn];
+    let mut taken: BTreeSet<usize> = BTreeSet::new();
+    for &(jaccard, _, j, o) in &pairs {
+        if jaccard < CONTINUE_JACCARD || id_of[j].is_some() || taken.contains(&o) {
+            continue;
+        }
+        id_of[j] = Some(o);
+        continues[j] = Some((o, jaccard));
+        taken.insert(o);
+    }
+    let week = window.last().copied().unwrap_or(0);
+    let ids: Vec<usize> = id_of
+        .iter()
+        .map(|id| match id {
+            Some(id) => *id,
+            None => {
+                let id = models.next_id;
+                models.next_id += 1;
+                models.reference.push(Vec::new());
+                models.reference_total.push(rows.len());
+                models.since.push(week);
+                id
+            }
+        })
+        .collect();
+    for (r, &j) in new.iter().enumerate() {
+        let id = ids[j];
+        if continues[j].is_none() {
+            models.reference[id].push(rows[r]);
+        }
+    }
+    let share_of_old = |j: usize, o: usize| {
+        overlap.get(&(j, o)).copied().unwrap_or(0) as f64
+            / size_old.get(&o).copied().unwrap_or(1).max(1) as f64
+    };
+    let splits = size_old
+        .keys()
+        .filter_map(|&o| {
+            let to: Vec<usize> = (0..kn)
+                .filter(|&j| share_of_old(j, o) >= SPLIT_SHARE)
+                .map(|j| ids[j] + 1)
+                .collect();
+            (to.len() >= 2).then(|| SplitMerge {
+                old: vec![o + 1],
+                new: to,
+            })
+        })
+        .collect();
+    let merges = (0..kn)
+        .filter_map(|j| {
+            let from: Vec<usize> = size_old
+                .keys()
+                .filter(|&&o| share_of_old(j, o) >= SPLIT_SHARE)
+                .map(|o| o + 1)
+                .collect();
+            (from.len() >= 2).then(|| SplitMerge {
+                old: from,
+                new: vec![ids[j] + 1],
+            })
+        })
+        .collect();
+    let matches = (0..kn)
+        .map(|j| RefitMatch {
+            id: ids[j] + 1,
+            continues: continues[j].map(|(o, _)| o + 1),
+            jaccard: continues[j].map_or(0.0, |(_, v)| v),
+            size: size_new[j],
+        })
+        .collect();
+    models.centroids = centroids;
+    models.ids = ids;
+    Ok(Refit {
+        applies_from: weeks[week + 1],
+        fitted_on: window.iter().map(|&w| weeks[w]).collect(),
+        matches,
+        splits,
+        merges,
+    })
 }
 
 fn counts_of(counts: &[usize]) -> Vec<SegmentCount> {
