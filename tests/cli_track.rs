@@ -2,6 +2,13 @@
 //! emerging micro-segment, a migration and a bot burst from week 6 of 8 tracked), on a
 //! hand-made store that repeats itself every week, and on bad input.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
 mod support {
     #[allow(dead_code, reason = "shared helpers; this file uses some")]
     pub mod cli;

@@ -452,7 +452,7 @@ fn plant_changes(
     invoices: &mut Vec<Invoice>,
     events: &mut Vec<Event>,
 ) -> PlantedTruth {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(spec.seed ^ 0x7472_6163_6b65_64);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(spec.seed ^ 0x0074_7261_636b_6564);
     let from_week = changes.from_week.clamp(1, spec.weeks.max(1));
     let window_start = spec.end - Duration::weeks(i64::from(spec.weeks)) + Duration::seconds(1);
     let start = window_start + Duration::weeks(i64::from(from_week - 1));

@@ -384,7 +384,7 @@ pub fn run_track(
             let every = track.refit_every;
             if every > 0
                 && w + 1 >= track.fit_weeks + every
-                && (w + 1 - track.fit_weeks) % every == 0
+                && (w + 1 - track.fit_weeks).is_multiple_of(every)
                 && w + 1 < states.len()
             {
                 let window: Vec<usize> = (w + 1 - track.fit_weeks..=w).collect();
