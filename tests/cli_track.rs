@@ -111,7 +111,7 @@ fn alerts_of<'a>(doc: &'a Value, kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn customers(alerts: &[&Value]) -> BTreeSet<String> {
+fn customers_of(alerts: &[&Value]) -> BTreeSet<String> {
     alerts
         .iter()
         .flat_map(|a| a["customers"].as_array().expect("customers").iter())
@@ -146,7 +146,7 @@ fn planted_changes_are_alerted_in_their_week_and_no_other_week_alerts() {
         "alerts outside the planted week: {other_weeks:#?}"
     );
 
-    let anomaly = customers(&alerts_of(&doc, "anomaly"));
+    let anomaly = customers_of(&alerts_of(&doc, "anomaly"));
     assert_eq!(
         recall(&anomaly, &p.truth.bots),
         1.0,
@@ -158,7 +158,7 @@ fn planted_changes_are_alerted_in_their_week_and_no_other_week_alerts() {
         anomaly.len()
     );
     let migration = alerts_of(&doc, "migration");
-    let migrated = customers(&migration);
+    let migrated = customers_of(&migration);
     let r = recall(&migrated, &p.truth.migrants);
     assert!(
         r >= 0.8,
@@ -166,7 +166,7 @@ fn planted_changes_are_alerted_in_their_week_and_no_other_week_alerts() {
         migration.len()
     );
     let emerging = alerts_of(&doc, "emerging_segment");
-    let found = customers(&emerging);
+    let found = customers_of(&emerging);
     let r = recall(&found, &p.truth.emerging);
     assert!(r >= 0.8, "emerging recall {r} ({} alerts)", emerging.len());
     assert!(
@@ -505,5 +505,73 @@ fn a_refit_on_an_unchanged_store_keeps_every_id() {
     let weeks: Vec<&Vec<(&str, &str)>> = per_week.values().collect();
     for w in &weeks[1..] {
         assert_eq!(*w, weeks[0], "the same segment ids after each refit");
+    }
+}
+
+/// Timing on a larger planted store (`cargo test --test cli_track -- --ignored --nocapture`):
+/// prints generation time, tracking time per stage and whether the planted changes were found.
+#[test]
+#[ignore = "timing run, minutes at opt-level 1"]
+fn timing_on_a_larger_store() {
+    let customers: usize = std::env::var("TRACK_TIMING_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let spec = StoreSpec {
+        weeks: 12,
+        changes: Some(PlantedChanges { from_week: 6 }),
+        ..StoreSpec::demo(customers, SEED)
+    };
+    let started = std::time::Instant::now();
+    let store = generate(&spec, &data).expect("store");
+    eprintln!(
+        "{customers} customers: generate {:.2}s ({} event lines, {} transaction lines)",
+        started.elapsed().as_secs_f64(),
+        store.counts.event_lines,
+        store.counts.transaction_lines
+    );
+    let request = TrackRequest {
+        transactions: Some(data.join("transactions.csv.gz")),
+        events: Some(data.join("events.csv")),
+        weeks: Some(WEEKS.parse::<WeekRange>().expect("range")),
+        settings: settings(),
+        out_dir: dir.path().join("out"),
+    };
+    let rt = runtime();
+    let started = std::time::Instant::now();
+    let run = run_track(&request, rt.handle(), &NoProgress).expect("track runs");
+    eprintln!("track: {:.2}s", started.elapsed().as_secs_f64());
+    for (stage, seconds) in &run.timings {
+        eprintln!("  {stage}: {seconds:.2}s");
+    }
+    let truth = store.changes.expect("changes");
+    let doc = read_json(&request.out_dir.join("movement.json"));
+    for (kind, planted) in [
+        ("anomaly", &truth.bots),
+        ("migration", &truth.migrants),
+        ("emerging_segment", &truth.emerging),
+    ] {
+        let found = customers_of(&alerts_of(&doc, kind));
+        eprintln!("  {kind}: recall {:.3}", recall(&found, planted));
+    }
+    let weeks: BTreeSet<&str> = doc["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|a| a["week"].as_str())
+        .collect();
+    eprintln!("  alert weeks: {weeks:?}");
+    for a in doc["alerts"].as_array().expect("alerts") {
+        let evidence = a["evidence"].to_string();
+        eprintln!(
+            "  {} {} segment {} customers {}: {}",
+            a["week"],
+            a["kind"],
+            a["segment"],
+            a["customers"].as_array().map_or(0, Vec::len),
+            &evidence[..evidence.len().min(300)]
+        );
     }
 }

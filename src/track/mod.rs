@@ -37,7 +37,8 @@
 //!   `anomaly_min_views` views. They are kept out of the segments (empty segment, reason
 //!   `anomaly`) every week they qualify, and alerted in the week they first do.
 //! - `migration`: a flow a → b (a ≠ b) whose count is at least `migration_min_count`, whose
-//!   rate (share of a's previous-week members) is at least `migration_min_ratio` times the
+//!   rate (share of a's previous-week members) is at least `migration_min_rate` and at least
+//!   `migration_min_ratio` times the
 //!   baseline rate of the same flow over all earlier transitions (pooled, `(Σcount + 0.5) /
 //!   (Σsize + 1)`), and whose binomial z against that baseline is at least `migration_z`.
 //!   The first transition has no baseline and raises none.
@@ -98,6 +99,9 @@ pub struct TrackSettings {
     pub drift_max_share_change: f64,
     /// Fewest customers in a flow for a migration alert.
     pub migration_min_count: usize,
+    /// Smallest share of the source segment a flow must take for a migration alert: on a
+    /// large base a flow of a few in ten thousand is statistically clear and still not news.
+    pub migration_min_rate: f64,
     /// Binomial z-score against the baseline rate a migration alert needs.
     pub migration_z: f64,
     /// How many times its baseline rate a flow's rate must be.
@@ -143,6 +147,7 @@ impl TrackSettings {
         }
         let unit = [
             ("drift_max_p", self.drift_max_p),
+            ("migration_min_rate", self.migration_min_rate),
             ("drift_max_share_change", self.drift_max_share_change),
             ("emerging_quantile", self.emerging_quantile),
             ("emerging_min_novelty", self.emerging_min_novelty),

@@ -686,6 +686,7 @@ fn movement(
             let r = rate(from, count);
             let z = binomial_z(count as f64, sizes[from] as f64, baseline);
             if count >= track.migration_min_count
+                && r >= track.migration_min_rate
                 && r >= track.migration_min_ratio * baseline
                 && z >= track.migration_z
             {
