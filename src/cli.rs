@@ -78,6 +78,10 @@ pub struct TrackArgs {
     /// First weeks the segments are fitted on (overrides track.fit_weeks).
     #[arg(long, value_name = "N")]
     pub fit_weeks: Option<usize>,
+    /// Maps to place every week on, comma separated: pca (always drawn) and umap (fitted on
+    /// the fit weeks, later weeks placed by its transform).
+    #[arg(long, value_name = "pca,umap", value_delimiter = ',')]
+    pub maps: Option<Vec<MapMethod>>,
     /// Refit the segments every N weeks after the fit, keeping ids stable (overrides
     /// track.refit_every; 0 = never).
     #[arg(long, value_name = "N")]
@@ -454,6 +458,14 @@ pub fn track_request(
     if let Some(n) = args.refit_every {
         settings.track.refit_every = n;
     }
+    let maps = args.maps.clone().unwrap_or_else(|| vec![MapMethod::Pca]);
+    if maps.contains(&MapMethod::Tsne) {
+        return Err(CliError::Usage(
+            "--maps tsne: weekly tracking places later weeks with PCA and UMAP; t-SNE is not \
+             available for track yet"
+                .into(),
+        ));
+    }
     if let Some(k) = args.k {
         settings.segment.k = k;
     }
@@ -468,6 +480,7 @@ pub fn track_request(
         transactions: args.transactions.clone(),
         events: args.events.clone(),
         weeks: args.weeks,
+        maps,
         settings,
         out_dir: args.out.clone(),
     })

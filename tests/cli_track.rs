@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 
 use segscope::analysis::progress::NoProgress;
 use segscope::demo::synthetic_store::{PlantedChanges, PlantedTruth, StoreSpec, generate};
+use segscope::domain::MapMethod;
 use segscope::settings::Settings;
 use segscope::track::{MovementDocument, TrackRequest, WeekRange, run_track};
 use serde_json::Value;
@@ -62,6 +63,7 @@ fn track_into(data: &Path, out: &Path) -> (MovementDocument, f64) {
         transactions: Some(data.join("transactions.csv.gz")),
         events: Some(data.join("events.csv")),
         weeks: Some(WEEKS.parse::<WeekRange>().expect("range")),
+        maps: vec![MapMethod::Pca],
         settings: settings(),
         out_dir: out.to_path_buf(),
     };
@@ -453,6 +455,17 @@ fn bad_input_gives_one_line_naming_the_argument() {
     assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("empty.csv") && err.contains("empty"), "{err}");
+    // t-SNE has no weekly placement yet.
+    let o = segscope()
+        .args(["track", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(&out)
+        .args(["--maps", "pca,tsne"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--maps tsne"));
     // No input at all.
     let o = segscope()
         .args(["track", "--out"])
@@ -536,6 +549,7 @@ fn timing_on_a_larger_store() {
         transactions: Some(data.join("transactions.csv.gz")),
         events: Some(data.join("events.csv")),
         weeks: Some(WEEKS.parse::<WeekRange>().expect("range")),
+        maps: vec![MapMethod::Pca],
         settings: settings(),
         out_dir: dir.path().join("out"),
     };

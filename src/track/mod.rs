@@ -9,8 +9,9 @@
 //! A week's state is RFM as of Sunday 23:59:59 UTC (every purchase up to then) and browsing
 //! over the trailing `track.browsing_window_weeks` weeks. The first `track.fit_weeks` weeks
 //! fit everything once: the local embedder, the scaler and block weights, k-means with the
-//! configured k (auto by default) and PCA. Every week, fit weeks included, is then placed
-//! with the fitted model: a customer's segment is the nearest centroid, so a week without
+//! configured k (auto by default), PCA and, when asked, UMAP. Every week, fit weeks
+//! included, is then placed with the fitted model (PCA projection and UMAP transform put it in
+//! the fit weeks' map frame; t-SNE is not offered for tracking yet): a customer's segment is the nearest centroid, so a week without
 //! change assigns everyone as before and segment ids stay stable.
 //!
 //! # Refits
@@ -194,6 +195,9 @@ pub struct TrackRequest {
     /// The weeks to track; `None` tracks every week of the data (from the first browsing
     /// event, or the first transaction when there are no events).
     pub weeks: Option<WeekRange>,
+    /// Maps to place every week on: PCA always; UMAP (fitted on the fit weeks, later weeks
+    /// placed by its transform) when listed.
+    pub maps: Vec<crate::domain::MapMethod>,
     /// Effective settings (`track.fit_weeks` already overridden by `--fit-weeks`).
     pub settings: Settings,
     /// Output directory.

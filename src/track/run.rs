@@ -18,9 +18,11 @@ use super::stats::{binomial_z, ks_two_sample, median, median_mad, psi, psi_of_sa
 use super::weeks::{IsoWeek, WeekRange};
 use super::{TrackError, TrackRequest, TrackSettings};
 use crate::analysis::clustering::{self, ClusterSpec, KChoice, SegmentModel};
+use crate::analysis::knn::{KnnIndex, knn_graph};
 use crate::analysis::maps::pca::{PcaModel, fit_pca};
+use crate::analysis::maps::umap::{UmapModel, UmapParams, fit_umap};
 use crate::analysis::progress::Progress;
-use crate::domain::{BrowsingDocument, Method};
+use crate::domain::{BrowsingDocument, MapMethod, Method};
 use crate::embedding::{ConfiguredEmbedder, Embedder};
 use crate::ingest::store::{read_events_by, read_transactions_by};
 use crate::pipeline::PipelineError;
@@ -54,6 +56,8 @@ struct Placed {
     anomaly: Vec<bool>,
     /// PCA coordinates (rows as customers), when the map could be fitted.
     pca: Option<Array2<f64>>,
+    /// UMAP coordinates (transform into the fit weeks' map), when `--maps` asked for it.
+    umap: Option<Array2<f64>>,
 }
 
 /// Runs `segscope track`; async parts (an embedding API) run on `runtime`, which must not be
@@ -336,6 +340,36 @@ pub fn run_track(
         notes.push("The PCA map could not be fitted (too few features); no coordinates.".into());
     }
     let browsing_factor = matrix.browsing_factor();
+    let map_failed = |message: String| PipelineError::Map {
+        map: "umap",
+        message,
+    };
+    let umap: Option<(UmapModel, KnnIndex, usize)> = if request.maps.contains(&MapMethod::Umap) {
+        progress.start("UMAP of the fit weeks", 0);
+        let u = &settings.umap;
+        let n_neighbors = u.n_neighbors.min(n_fit).max(2);
+        let params = UmapParams {
+            n_neighbors,
+            min_dist: u.min_dist,
+            spread: u.spread,
+            n_epochs: (u.n_epochs > 0).then_some(u.n_epochs),
+            ..UmapParams::default()
+        }
+        .validate()
+        .map_err(|e| map_failed(e.to_string()))?;
+        let knn = knn_graph(x_fit.view(), n_neighbors - 1, seed, progress)
+            .map_err(|e| map_failed(e.to_string()))?;
+        let model = stages
+            .run("umap", || {
+                fit_umap(x_fit.view(), &knn, &params, seed, progress)
+            })
+            .map_err(|e| map_failed(e.to_string()))?;
+        let index =
+            KnnIndex::new(x_fit.view(), &knn, seed).map_err(|e| map_failed(e.to_string()))?;
+        Some((model, index, n_neighbors))
+    } else {
+        None
+    };
 
     progress.start("placing weeks", states.len() as u64);
     let mut models = Models {
@@ -370,12 +404,26 @@ pub fn run_track(
                 }
             }
             let pca = pca.as_ref().map(|p: &PcaModel| p.transform(x.view()));
+            let umap = match &umap {
+                Some((model, index, n_neighbors)) => {
+                    let neighbours = index
+                        .query(x.view(), *n_neighbors)
+                        .map_err(|e| map_failed(e.to_string()))?;
+                    Some(
+                        model
+                            .transform(x.view(), &neighbours, seed)
+                            .map_err(|e| map_failed(e.to_string()))?,
+                    )
+                }
+                None => None,
+            };
             progress.advance(1);
             placed.push(Placed {
                 segment,
                 distance,
                 anomaly: flags.clone(),
                 pca,
+                umap,
             });
             if w + 1 == track.fit_weeks {
                 let total: usize = models.reference.iter().map(Vec::len).sum();
@@ -1134,17 +1182,20 @@ fn write_files(
         message: e.to_string(),
     };
     let mut writer = csv::Writer::from_writer(Vec::new());
-    writer
-        .write_record([
-            "week",
-            "id",
-            "segment",
-            "reason",
-            "fit_distance",
-            "pca_x",
-            "pca_y",
-        ])
-        .map_err(err)?;
+    let with_umap = placed.iter().any(|p| p.umap.is_some());
+    let mut header = vec![
+        "week",
+        "id",
+        "segment",
+        "reason",
+        "fit_distance",
+        "pca_x",
+        "pca_y",
+    ];
+    if with_umap {
+        header.extend(["umap_x", "umap_y"]);
+    }
+    writer.write_record(&header).map_err(err)?;
     for (state, p) in states.iter().zip(placed) {
         let week = state.week.to_string();
         for (i, id) in state.ids.iter().enumerate() {
