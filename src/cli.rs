@@ -54,6 +54,47 @@ pub enum Command {
     Ask(AskArgs),
     /// Serve the runs in a data directory over HTTP: health, metrics and the JSON API.
     Serve(ServeArgs),
+    /// Track store data week by week: stable segments, transitions, drift and alerts, written
+    /// to movement.json and weekly_assignments.csv.
+    Track(TrackArgs),
+}
+
+/// `segscope track`.
+#[derive(Debug, clap::Args)]
+pub struct TrackArgs {
+    /// Transactions in the Online Retail II layout (CSV, optionally gzip-compressed).
+    #[arg(long, value_name = "T.csv", required_unless_present = "events")]
+    pub transactions: Option<PathBuf>,
+    /// Browsing events in the REES46 layout (CSV, optionally gzip-compressed).
+    #[arg(long, value_name = "E.csv")]
+    pub events: Option<PathBuf>,
+    /// Output directory (created if missing; files in it are replaced).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// ISO weeks to track, inclusive (e.g. 2026-W36..2026-W43); default: every week of the
+    /// data from the first browsing event. Data after the last week is ignored.
+    #[arg(long, value_name = "FROM..TO")]
+    pub weeks: Option<crate::track::WeekRange>,
+    /// First weeks the segments are fitted on (overrides track.fit_weeks).
+    #[arg(long, value_name = "N")]
+    pub fit_weeks: Option<usize>,
+    /// Maps to place every week on, comma separated: pca (always drawn) and umap (fitted on
+    /// the fit weeks, later weeks placed by its transform).
+    #[arg(long, value_name = "pca,umap", value_delimiter = ',')]
+    pub maps: Option<Vec<MapMethod>>,
+    /// Refit the segments every N weeks after the fit, keeping ids stable (overrides
+    /// track.refit_every; 0 = never).
+    #[arg(long, value_name = "N")]
+    pub refit_every: Option<usize>,
+    /// Number of segments: auto or a number.
+    #[arg(long, value_name = "auto|N")]
+    pub k: Option<KSetting>,
+    /// Seed of every random choice.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Settings file (TOML) overriding config/default.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `segscope ask`.
@@ -194,6 +235,9 @@ pub enum CliError {
     /// The service could not start or failed.
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),
+    /// Weekly tracking failed.
+    #[error(transparent)]
+    Track(#[from] crate::track::TrackError),
 }
 
 impl CliError {
@@ -203,13 +247,16 @@ impl CliError {
             CliError::Settings(_) => 4,
             CliError::Usage(_) => 2,
             CliError::Demo(DemoError::Generate { .. }) => 5,
-            CliError::Pipeline(e) | CliError::Demo(DemoError::Pipeline(e)) => match e {
+            CliError::Track(crate::track::TrackError::Pipeline(e))
+            | CliError::Pipeline(e)
+            | CliError::Demo(DemoError::Pipeline(e)) => match e {
                 PipelineError::Report(ReportError::Io { .. }) => 5,
                 PipelineError::ChatSettings(_) => 4,
                 PipelineError::Embedding(_) | PipelineError::Store(_) => 6,
                 e if e.is_input_problem() => 3,
                 _ => 1,
             },
+            CliError::Track(_) => 3,
             CliError::Threads(_) => 1,
             CliError::Ask(e) | CliError::Agent(AgentError::Ask(e)) => match e {
                 AskError::Run(RunError::Io { .. }) => 5,
@@ -342,6 +389,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
         },
         Command::Ask(args) => ask(args),
+        Command::Track(args) => track(args, cli.threads, &progress),
         Command::Demo(args) => {
             let mut settings = Settings::load(args.config.as_deref())?;
             if let Some(seed) = args.seed {
@@ -393,6 +441,84 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Turns `track` arguments into a validated request: settings layered, flags applied last.
+pub fn track_request(
+    args: &TrackArgs,
+    threads: Option<usize>,
+) -> Result<crate::track::TrackRequest, CliError> {
+    let mut settings = Settings::load(args.config.as_deref())?;
+    if let Some(n) = args.fit_weeks {
+        if n == 0 {
+            return Err(CliError::Usage(
+                "--fit-weeks 0: the segments need at least one week to be fitted on".into(),
+            ));
+        }
+        settings.track.fit_weeks = n;
+    }
+    if let Some(n) = args.refit_every {
+        settings.track.refit_every = n;
+    }
+    let maps = args.maps.clone().unwrap_or_else(|| vec![MapMethod::Pca]);
+    if maps.contains(&MapMethod::Tsne) {
+        return Err(CliError::Usage(
+            "--maps tsne: weekly tracking places later weeks with PCA and UMAP; t-SNE is not \
+             available for track yet"
+                .into(),
+        ));
+    }
+    if let Some(k) = args.k {
+        settings.segment.k = k;
+    }
+    if let Some(seed) = args.seed {
+        settings.run.seed = seed;
+    }
+    if let Some(threads) = threads {
+        settings.run.threads = threads;
+    }
+    settings.validate()?;
+    Ok(crate::track::TrackRequest {
+        transactions: args.transactions.clone(),
+        events: args.events.clone(),
+        weeks: args.weeks,
+        maps,
+        settings,
+        out_dir: args.out.clone(),
+    })
+}
+
+/// `segscope track`: the run, then one line per alert kind and where the files are.
+fn track(args: &TrackArgs, threads: Option<usize>, progress: &BarProgress) -> Result<(), CliError> {
+    let request = track_request(args, threads)?;
+    let pool = thread_pool(request.settings.run.threads)?;
+    let runtime = runtime()?;
+    let handle = runtime.handle().clone();
+    let run = pool.install(|| crate::track::run_track(&request, &handle, progress))?;
+    let d = &run.document;
+    println!(
+        "{} weeks ({}..{}), {} segments fitted on {} week(s), {} alert(s)",
+        d.weeks.len(),
+        d.weeks.first().map(ToString::to_string).unwrap_or_default(),
+        d.weeks.last().map(ToString::to_string).unwrap_or_default(),
+        d.segments.len(),
+        d.fit_weeks.len(),
+        d.alerts.len()
+    );
+    for alert in &d.alerts {
+        println!(
+            "  {} {:?} segment {} ({} customers)",
+            alert.week,
+            alert.kind,
+            alert
+                .segment
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+            alert.customers.len()
+        );
+    }
+    println!("wrote {}", run.out_dir.join("movement.json").display());
+    Ok(())
 }
 
 /// `segscope ask`: the run loaded, the configured backend answering (the built-in answerer

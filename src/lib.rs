@@ -9,6 +9,7 @@
 //!   a synthetic store with planted segments; [`ask`] answers plain-language questions about
 //!   a finished run (a chat model calling read-only tools, or the built-in answerer), every
 //!   number checked against the figures the tools returned;
+//!   [`track`] runs store data week by week: stable segments, movement, drift and alerts;
 //! - capabilities: [`ingest`] (files to validated tables and per-customer records),
 //!   [`features`] (scaling, RFM, browsing behaviour), [`embedding`] (browsing histories to
 //!   vectors: local or an OpenAI-compatible API), [`store`] (Qdrant: embedded or server),
@@ -40,3 +41,4 @@ pub mod report;
 pub mod serve;
 pub mod settings;
 pub mod store;
+pub mod track;

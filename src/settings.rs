@@ -62,6 +62,8 @@ pub struct Settings {
     pub serve: crate::serve::ServeSettings,
     /// The Slack app of `segscope serve`: secrets, where answers go, retries.
     pub slack: crate::serve::slack::SlackSettings,
+    /// Weekly tracking (`segscope track`): windows, fit weeks and alert thresholds.
+    pub track: crate::track::TrackSettings,
 }
 
 /// `[narrative]`: what the narrator describes and how model text is checked.
@@ -312,6 +314,9 @@ impl Settings {
         }
         if let Err(e) = self.llm.validate() {
             return bad(e.to_string());
+        }
+        if let Err(e) = self.track.validate() {
+            return bad(e);
         }
         let positive = |secs: f64| secs > 0.0 && secs.is_finite();
         if self.serve.max_body_bytes == 0

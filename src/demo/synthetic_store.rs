@@ -42,6 +42,47 @@ pub struct StoreSpec {
     pub events_scale: f64,
     /// Multiplies every repeat buyer's number of orders (one-time buyers keep one).
     pub orders_scale: f64,
+    /// Changes planted from a later week on (weekly tracking's test bed); `None` writes the
+    /// store exactly as before.
+    pub changes: Option<PlantedChanges>,
+}
+
+/// Changes planted from week `from_week` of the browsing window on (week 1 is the window's
+/// first week). Everything before that week is written exactly as without them: the changes
+/// are drawn from their own RNG after every other draw, and only touch rows from their start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlantedChanges {
+    /// The first changed week (1-based, within `StoreSpec::weeks`).
+    pub from_week: u32,
+}
+
+/// The category family nobody browses before the planted change.
+pub const EMERGING_FAMILY: &str = "pets";
+const EMERGING_CATEGORIES: [&str; 3] = ["pets.aquarium", "pets.dog_food", "pets.cat_toys"];
+const EMERGING_BRANDS: [&str; 3] = ["tetra", "royal_canin", "trixie"];
+/// The persona part of which moves into another from the planted week on, and the persona
+/// whose habits they take up: window shoppers who start buying, with one apparel order in the
+/// first changed week and bargain hunters' browsing from then on.
+pub const MIGRATION: (&str, &str) = ("window_sports", "bargain_apparel");
+/// Share of the migrating persona that migrates.
+const MIGRATING_SHARE: f64 = 0.3;
+/// Share of all customers who take up the emerging family.
+const EMERGING_SHARE: f64 = 0.02;
+/// Bot users (one session each) in the planted week.
+const BOTS: usize = 30;
+
+/// Who was planted, for tests: customer ids per effect (ascending) and when it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlantedTruth {
+    /// Monday 00:00:00 UTC of the first changed week.
+    pub start: DateTime<Utc>,
+    /// Customers who take up [`EMERGING_FAMILY`] (about 2% of customers).
+    pub emerging: Vec<String>,
+    /// Customers of `MIGRATION.0` who browse (and buy) like `MIGRATION.1` from the start.
+    pub migrants: Vec<String>,
+    /// Bot users: one session each of hundreds of views, no carts or purchases, in the first
+    /// changed week only.
+    pub bots: Vec<String>,
 }
 
 impl StoreSpec {
@@ -58,6 +99,7 @@ impl StoreSpec {
             seed,
             events_scale: 1.0,
             orders_scale: 1.0,
+            changes: None,
         }
     }
 }
@@ -280,6 +322,8 @@ pub struct PlantedStore {
     pub truth: Vec<(String, &'static str)>,
     /// What was planted.
     pub counts: PlantedCounts,
+    /// The planted changes, when the spec asked for them.
+    pub changes: Option<PlantedTruth>,
 }
 
 struct Invoice {
@@ -349,6 +393,18 @@ pub fn generate(spec: &StoreSpec, dir: &Path) -> io::Result<PlantedStore> {
         }
     }
     plant_guest_checkouts(spec, &mut rng, &mut invoices);
+    let mut ids = ids;
+    let changes = spec.changes.map(|changes| {
+        plant_changes(
+            &changes,
+            spec,
+            &personas,
+            &mut ids,
+            &mut next_session,
+            &mut invoices,
+            &mut events,
+        )
+    });
     invoices.sort_by_key(|i| i.at);
     events.sort_by_key(|e| (e.at, e.customer));
     // Two draws can coincide (same customer, minute, event type, product and session); a
@@ -381,7 +437,135 @@ pub fn generate(spec: &StoreSpec, dir: &Path) -> io::Result<PlantedStore> {
         truth_file,
         truth,
         counts,
+        changes,
     })
+}
+
+/// Plants the changes of [`PlantedChanges`] into the drawn rows (before they are sorted and
+/// written), from their own RNG so that nothing drawn before changes.
+fn plant_changes(
+    changes: &PlantedChanges,
+    spec: &StoreSpec,
+    personas: &[usize],
+    ids: &mut Vec<u64>,
+    next_session: &mut u64,
+    invoices: &mut Vec<Invoice>,
+    events: &mut Vec<Event>,
+) -> PlantedTruth {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(spec.seed ^ 0x0074_7261_636b_6564);
+    let from_week = changes.from_week.clamp(1, spec.weeks.max(1));
+    let window_start = spec.end - Duration::weeks(i64::from(spec.weeks)) + Duration::seconds(1);
+    let start = window_start + Duration::weeks(i64::from(from_week - 1));
+    let remaining = spec.weeks - from_week + 1;
+    let later = StoreSpec {
+        weeks: remaining,
+        changes: None,
+        ..spec.clone()
+    };
+    let persona_of = |key: &str| PERSONAS.iter().position(|p| p.key == key).unwrap_or(0);
+    let (from, to) = (persona_of(MIGRATION.0), persona_of(MIGRATION.1));
+
+    // Migration: a share of one persona takes up another's habits: its browsing, and one
+    // order in the first changed week.
+    let mut pool: Vec<usize> = (0..personas.len())
+        .filter(|&c| personas[c] == from)
+        .collect();
+    pool.shuffle(&mut rng);
+    pool.truncate((pool.len() as f64 * MIGRATING_SHARE).round() as usize);
+    let mut migrant = vec![false; personas.len()];
+    for &c in &pool {
+        migrant[c] = true;
+    }
+    events.retain(|e| !(e.at >= start && migrant.get(e.customer).copied().unwrap_or(false)));
+    invoices.retain(|i| {
+        !(i.at >= start
+            && i.customer
+                .is_some_and(|c| migrant.get(c).copied().unwrap_or(false)))
+    });
+    if let Some(habit) = PERSONAS[to].browsing.as_ref() {
+        for &c in &pool {
+            plant_browsing(c, to, habit, &later, &mut rng, next_session, events);
+        }
+    }
+    if let Some(habit) = PERSONAS[to].purchases.as_ref() {
+        let days = i64::from(remaining) * 7;
+        let first_week_order = PurchaseHabit {
+            orders: 1,
+            last_order_days_ago: (days - 6, days - 1),
+            active_days: 1,
+            ..*habit
+        };
+        for &c in &pool {
+            plant_orders(c, &first_week_order, &later, &mut rng, invoices);
+        }
+    }
+
+    // Emerging: about 2% of the browsing customers (not migrants) take up a new family.
+    let mut candidates: Vec<usize> = (0..personas.len())
+        .filter(|&c| PERSONAS[personas[c]].browsing.is_some() && !migrant[c])
+        .collect();
+    candidates.shuffle(&mut rng);
+    candidates.truncate((personas.len() as f64 * EMERGING_SHARE).round().max(1.0) as usize);
+    let habit = BrowsingHabit {
+        events_per_week: 30,
+        quiet_weeks: 0,
+        cart_percent: 20,
+        purchase_percent: 30,
+        categories: &EMERGING_CATEGORIES,
+        brands: &EMERGING_BRANDS,
+    };
+    for &c in &candidates {
+        plant_browsing(
+            c,
+            PERSONAS.len(),
+            &habit,
+            &later,
+            &mut rng,
+            next_session,
+            events,
+        );
+    }
+
+    // Bots: one session of hundreds of views each, in the first changed week, no carts.
+    let mut bots = Vec::with_capacity(BOTS);
+    for b in 0..BOTS {
+        let customer = ids.len();
+        ids.push(900_000 + b as u64);
+        bots.push(customer);
+        let session = *next_session;
+        *next_session += 1;
+        let views: u32 = rng.gen_range(200..400);
+        let begin = start + Duration::minutes(rng.gen_range(0..6 * 1440));
+        for v in 0..views {
+            let persona = rng.gen_range(0..PERSONAS.len());
+            let Some(habit) = PERSONAS[persona].browsing.as_ref() else {
+                continue;
+            };
+            let c = rng.gen_range(0..habit.categories.len());
+            events.push(Event {
+                at: begin + Duration::seconds(i64::from(v) * 7),
+                customer,
+                kind: "view",
+                product: 1_000_000 + (c as u32 + 1) * 1_000 + persona as u32 * 10_000,
+                category: habit.categories[c],
+                brand: habit.brands[c.min(habit.brands.len() - 1)],
+                price: (rng.gen_range(10.0..500.0_f64) * 100.0).round() / 100.0,
+                session,
+            });
+        }
+    }
+
+    let names = |who: &[usize], ids: &[u64]| {
+        let mut v: Vec<String> = who.iter().map(|&c| ids[c].to_string()).collect();
+        v.sort();
+        v
+    };
+    PlantedTruth {
+        start,
+        emerging: names(&candidates, ids),
+        migrants: names(&pool, ids),
+        bots: names(&bots, ids),
+    }
 }
 
 fn uniform_days(rng: &mut Xoshiro256PlusPlus, (from, to): (i64, i64)) -> i64 {

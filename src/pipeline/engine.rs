@@ -737,6 +737,7 @@ pub(crate) fn sampling_summary(fit: &FitSet, population: usize) -> Option<Sampli
 /// what identifies the run (seed, input digests by file, settings).
 pub(crate) fn write_run_record(
     dir: &std::path::Path,
+    command: &str,
     inputs: BTreeMap<String, String>,
     stages: &Stages<'_>,
     settings: &Settings,
@@ -744,7 +745,7 @@ pub(crate) fn write_run_record(
 ) -> Result<(), ReportError> {
     let record = RunRecord {
         segscope_version: env!("CARGO_PKG_VERSION").into(),
-        command: "segment".into(),
+        command: command.into(),
         seed: settings.run.seed,
         inputs,
         threads: rayon::current_num_threads(),

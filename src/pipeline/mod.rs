@@ -1,12 +1,12 @@
 //! The use cases, each a sequence of capabilities: segmenting a feature table
 //! ([`segment`]) or store data ([`store_segment`]), both on the shared core engine
-//! (`engine`). Weekly tracking and the service join here later.
+//! (`engine`). Weekly tracking (`crate::track`) reuses their stages.
 //!
 //! A pipeline owns stage order, timings and what goes into the output files; the maths
 //! stays in [`crate::analysis`], the words in [`crate::narrative`], the file formats in
 //! [`crate::report`].
 
-mod engine;
+pub(crate) mod engine;
 mod error;
 pub mod fit_sample;
 pub mod segment;

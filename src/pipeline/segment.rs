@@ -193,6 +193,7 @@ pub fn run_segment(
     })?;
     engine::write_run_record(
         &request.out_dir,
+        "segment",
         BTreeMap::from([(table.report.file.clone(), table.report.sha256.clone())]),
         &stages,
         settings,

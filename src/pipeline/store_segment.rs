@@ -111,7 +111,7 @@ pub struct StoreSegmentRun {
 }
 
 /// The interpretable per-customer columns, profiled per segment in the report.
-const PROFILE_COLUMNS: [&str; 6] = [
+pub(crate) const PROFILE_COLUMNS: [&str; 6] = [
     "recency_days",
     "frequency",
     "monetary",
@@ -121,10 +121,10 @@ const PROFILE_COLUMNS: [&str; 6] = [
 ];
 
 /// One customer's ingested records.
-struct Customer<'a> {
-    id: &'a str,
-    purchases: Option<&'a CustomerPurchases>,
-    browsing: Option<&'a CustomerBrowsing>,
+pub(crate) struct Customer<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) purchases: Option<&'a CustomerPurchases>,
+    pub(crate) browsing: Option<&'a CustomerBrowsing>,
 }
 
 /// Runs the store pipeline; async parts (embedding API, Qdrant) run on `runtime`, which must
@@ -470,7 +470,14 @@ pub fn run_store_segment(
     for report in transactions_report.iter().chain(&events_report) {
         inputs.insert(report.file.clone(), report.sha256.clone());
     }
-    engine::write_run_record(&request.out_dir, inputs, &stages, settings, model_record)?;
+    engine::write_run_record(
+        &request.out_dir,
+        "segment",
+        inputs,
+        &stages,
+        settings,
+        model_record,
+    )?;
     Ok(StoreSegmentRun {
         document,
         timings: stages.timings,
@@ -537,7 +544,7 @@ fn write_saved_embedder(
 
 /// "12 of 14,423 lines of transactions.csv.gz were skipped: duplicate row 8, ..." or nothing
 /// when every line was used.
-fn skipped_lines_warning(report: &SourceReport) -> Option<String> {
+pub(crate) fn skipped_lines_warning(report: &SourceReport) -> Option<String> {
     let skipped: u64 = report.skipped.values().map(|s| s.count).sum();
     if skipped == 0 {
         return None;
@@ -590,7 +597,7 @@ fn days_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
 }
 
 /// Every customer in either file, in id order.
-fn join_customers<'a>(
+pub(crate) fn join_customers<'a>(
     ledger: Option<&'a TransactionLedger>,
     log: Option<&'a BrowsingLog>,
 ) -> Vec<Customer<'a>> {
@@ -635,17 +642,17 @@ fn coverage(customers: &[Customer<'_>]) -> CustomerCoverage {
 }
 
 /// Per-customer values, rows in customer order.
-struct CustomerFeatures {
+pub(crate) struct CustomerFeatures {
     /// Raw RFM (recency days, frequency, monetary) when the customer bought.
-    rfm: Vec<Option<[f64; 3]>>,
+    pub(crate) rfm: Vec<Option<[f64; 3]>>,
     /// RFM block before scaling: recency, ln(1+f), signed ln(1+|m|).
-    rfm_block: Array2<f64>,
+    pub(crate) rfm_block: Array2<f64>,
     /// Behaviour block before scaling: ln(1+views), ln(1+sessions), conversion.
-    behaviour_block: Array2<f64>,
+    pub(crate) behaviour_block: Array2<f64>,
     /// Interpretable columns ([`PROFILE_COLUMNS`]) in their own units.
-    profile: Array2<f64>,
+    pub(crate) profile: Array2<f64>,
     /// Each customer's browsing document (empty for non-browsers).
-    documents: Vec<BrowsingDocument>,
+    pub(crate) documents: Vec<BrowsingDocument>,
 }
 
 fn signed_log1p(v: f64) -> f64 {
@@ -653,7 +660,9 @@ fn signed_log1p(v: f64) -> f64 {
 }
 
 impl CustomerFeatures {
-    fn build(
+    /// The features of `customers` at `reference`; `window_days` is the recency of a
+    /// customer who never bought.
+    pub(crate) fn build(
         customers: &[Customer<'_>],
         reference: DateTime<Utc>,
         window_days: f64,
@@ -698,15 +707,107 @@ impl CustomerFeatures {
     }
 }
 
-/// Scales `block` in place so its total variance is `weight`; returns false (and leaves
-/// the block) when it has no variance at all.
-fn weigh_block(mut block: ndarray::ArrayViewMut2<f64>, weight: f64) -> bool {
+/// The factor that scales `block` to a total variance of `weight`, or `None` when it has
+/// no variance at all (the block is then left as it is).
+fn block_factor(block: ndarray::ArrayView2<f64>, weight: f64) -> Option<f64> {
     let total: f64 = block.axis_iter(Axis(1)).map(|col| col.var(0.0)).sum();
     if total <= 0.0 || !total.is_finite() {
-        return false;
+        return None;
     }
-    block.mapv_inplace(|v| v * (weight / total).sqrt());
-    true
+    Some((weight / total).sqrt())
+}
+
+/// How customer features become rows of the clustering space: the scaler of the six tabular
+/// columns and the factor of each block. Fitted once (on a run's customers, or on the fit
+/// weeks of `segscope track`) and applied to any customers with the same columns, so that
+/// later weeks land in the same space.
+#[derive(Debug, Clone)]
+pub(crate) struct MatrixModel {
+    /// Scaler of the RFM and behaviour columns.
+    pub(crate) scaler: crate::features::FittedScaler,
+    /// Factor of the RFM, behaviour and embedding blocks (1 for a block without variance).
+    factors: [f64; 3],
+    /// Weights actually applied, as reported.
+    pub(crate) summary: MatrixSummary,
+}
+
+impl MatrixModel {
+    /// Fits the scaler and block weights on `features` and `embeddings` (same rows).
+    pub(crate) fn fit(
+        features: &CustomerFeatures,
+        embeddings: &Array2<f32>,
+        settings: &Settings,
+    ) -> Self {
+        let weights = &settings.customer_matrix;
+        let tabular = Self::tabular(features);
+        let scaler = fit_scaler(tabular.view(), settings.segment.scale);
+        let tabular = scaler.transform(tabular.view());
+        let embedded = embeddings.mapv(f64::from);
+        let rfm = block_factor(tabular.slice(s![.., ..3]), weights.rfm_weight);
+        let behaviour = block_factor(tabular.slice(s![.., 3..6]), weights.behaviour_weight);
+        let d = embeddings.ncols();
+        let browsing = if d > 0 {
+            block_factor(embedded.view(), weights.browsing_weight)
+        } else {
+            None
+        };
+        let summary = MatrixSummary {
+            rfm_weight: if rfm.is_some() {
+                weights.rfm_weight
+            } else {
+                0.0
+            },
+            behaviour_weight: if behaviour.is_some() {
+                weights.behaviour_weight
+            } else {
+                0.0
+            },
+            browsing_weight: if browsing.is_some() {
+                weights.browsing_weight
+            } else {
+                0.0
+            },
+            columns: 6 + d,
+        };
+        MatrixModel {
+            scaler,
+            factors: [rfm, behaviour, browsing].map(|f| f.unwrap_or(1.0)),
+            summary,
+        }
+    }
+
+    fn tabular(features: &CustomerFeatures) -> Array2<f64> {
+        let n = features.rfm_block.nrows();
+        ndarray::concatenate(
+            Axis(1),
+            &[features.rfm_block.view(), features.behaviour_block.view()],
+        )
+        .unwrap_or_else(|_| Array2::zeros((n, 6)))
+    }
+
+    /// The rows of `features` and `embeddings` in the fitted space.
+    pub(crate) fn apply(
+        &self,
+        features: &CustomerFeatures,
+        embeddings: &Array2<f32>,
+    ) -> Array2<f64> {
+        let n = features.rfm_block.nrows();
+        let tabular = self.scaler.transform(Self::tabular(features).view());
+        let d = embeddings.ncols();
+        let mut x = Array2::<f64>::zeros((n, 6 + d));
+        x.slice_mut(s![.., ..6]).assign(&tabular);
+        x.slice_mut(s![.., 6..]).assign(&embeddings.mapv(f64::from));
+        let [rfm, behaviour, browsing] = self.factors;
+        x.slice_mut(s![.., ..3]).mapv_inplace(|v| v * rfm);
+        x.slice_mut(s![.., 3..6]).mapv_inplace(|v| v * behaviour);
+        x.slice_mut(s![.., 6..]).mapv_inplace(|v| v * browsing);
+        x
+    }
+
+    /// The factor of the embedding block: how long a unit browsing vector is in the space.
+    pub(crate) fn browsing_factor(&self) -> f64 {
+        self.factors[2]
+    }
 }
 
 fn customer_matrix(
@@ -714,37 +815,9 @@ fn customer_matrix(
     embeddings: &Array2<f32>,
     settings: &Settings,
 ) -> (Array2<f64>, crate::features::FittedScaler, MatrixSummary) {
-    let weights = &settings.customer_matrix;
-    let n = features.rfm_block.nrows();
-    let mut tabular = ndarray::concatenate(
-        Axis(1),
-        &[features.rfm_block.view(), features.behaviour_block.view()],
-    )
-    .unwrap_or_else(|_| Array2::zeros((n, 6)));
-    let scaler = fit_scaler(tabular.view(), settings.segment.scale);
-    tabular = scaler.transform(tabular.view());
-    let d = embeddings.ncols();
-    let mut x = Array2::<f64>::zeros((n, 6 + d));
-    x.slice_mut(s![.., ..6]).assign(&tabular);
-    x.slice_mut(s![.., 6..]).assign(&embeddings.mapv(f64::from));
-    let rfm = weigh_block(x.slice_mut(s![.., ..3]), weights.rfm_weight);
-    let behaviour = weigh_block(x.slice_mut(s![.., 3..6]), weights.behaviour_weight);
-    let browsing = d > 0 && weigh_block(x.slice_mut(s![.., 6..]), weights.browsing_weight);
-    let summary = MatrixSummary {
-        rfm_weight: if rfm { weights.rfm_weight } else { 0.0 },
-        behaviour_weight: if behaviour {
-            weights.behaviour_weight
-        } else {
-            0.0
-        },
-        browsing_weight: if browsing {
-            weights.browsing_weight
-        } else {
-            0.0
-        },
-        columns: 6 + d,
-    };
-    (x, scaler, summary)
+    let model = MatrixModel::fit(features, embeddings, settings);
+    let x = model.apply(features, embeddings);
+    (x, model.scaler, model.summary)
 }
 
 /// One Qdrant point per customer: the browsing embedding (browsers only), the weighted RFM
@@ -789,7 +862,7 @@ fn customer_points(
 
 /// Category interests are the first two levels of the category path: `appliances.kitchen`
 /// says what a segment shops for; the full path splits it into too many small groups.
-fn category_interest(category: &str) -> String {
+pub(crate) fn category_interest(category: &str) -> String {
     category.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 

@@ -140,6 +140,42 @@ impl CustomerBrowsing {
         }
     }
 
+    /// Adds `other` (the same customer's browsing in another time bucket, read with the same
+    /// half-life): counts add, term states combine exactly (see the module doc), sessions add
+    /// (a session spanning both buckets counts twice).
+    pub fn merge(&mut self, other: &CustomerBrowsing) {
+        self.views = self.views.saturating_add(other.views);
+        self.carts = self.carts.saturating_add(other.carts);
+        self.removes = self.removes.saturating_add(other.removes);
+        self.purchases = self.purchases.saturating_add(other.purchases);
+        self.sessions = self.sessions.saturating_add(other.sessions);
+        self.purchase_value += other.purchase_value;
+        self.first_event = self.first_event.min(other.first_event);
+        self.last_event = self.last_event.max(other.last_event);
+        for (key, n) in &other.categories {
+            *self.categories.entry(key.clone()).or_insert(0) += n;
+        }
+        for (key, n) in &other.brands {
+            *self.brands.entry(key.clone()).or_insert(0) += n;
+        }
+        let h = self.half_life_days;
+        for (mine, theirs) in self.terms.iter_mut().zip(&other.terms) {
+            for (term, state) in theirs {
+                match mine.get_mut(term) {
+                    Some(m) => {
+                        let anchor = m.anchor.max(state.anchor);
+                        m.weight = m.weight * decay(anchor - m.anchor, h)
+                            + state.weight * decay(anchor - state.anchor, h);
+                        m.anchor = anchor;
+                    }
+                    None => {
+                        mine.insert(term.clone(), *state);
+                    }
+                }
+            }
+        }
+    }
+
     /// The browsing document at `reference` (the as-of instant or the end of the data):
     /// category path prefixes, brands and event types, each weighted by
     /// `Σ 2^(-(reference - t)/half_life_days)` over its events. Exact when `half_life_days`
@@ -235,6 +271,35 @@ pub fn read_events(
     as_of: Option<DateTime<Utc>>,
     progress: &dyn Progress,
 ) -> Result<BrowsingLog, StoreIngestError> {
+    let mut read = read_events_by(path, settings, delimiter, as_of, |_| (), progress)?;
+    Ok(BrowsingLog {
+        report: read.report,
+        customers: read.buckets.remove(&()).unwrap_or_default(),
+    })
+}
+
+/// Every customer's browsing per time bucket (weekly tracking buckets by ISO week), read in
+/// one pass, and what reading the file did.
+#[derive(Debug, Clone)]
+pub struct BucketedBrowsing<B> {
+    /// Rows read, used and skipped (with reasons), file digest, time span.
+    pub report: SourceReport,
+    /// Per bucket, per customer id: the browsing whose events fall in that bucket.
+    pub buckets: BTreeMap<B, BTreeMap<String, CustomerBrowsing>>,
+}
+
+/// Reads an events file like [`read_events`], accumulating each customer separately per
+/// bucket (`bucket_of` an event's time). Exact duplicates share their time, hence their
+/// bucket, so duplicate detection is unchanged; a session that spans two buckets counts once
+/// in each.
+pub fn read_events_by<B: Ord + Copy + Hash>(
+    path: &Path,
+    settings: &EventSettings,
+    delimiter: u8,
+    as_of: Option<DateTime<Utc>>,
+    bucket_of: impl Fn(DateTime<Utc>) -> B,
+    progress: &dyn Progress,
+) -> Result<BucketedBrowsing<B>, StoreIngestError> {
     let half_life = settings.recency_half_life_days;
     let c = &settings.columns;
     let invalid = |message: String| StoreIngestError::InvalidSettings {
@@ -280,7 +345,7 @@ pub fn read_events(
     let window = settings.duplicate_window;
 
     let mut tally = Tally::default();
-    let mut visitors: HashMap<String, Visitor> = HashMap::new();
+    let mut buckets: HashMap<B, HashMap<String, Visitor>> = HashMap::new();
     while scanner.next_row(&mut tally)? {
         let line = scanner.line();
         let Some([time, kind, user, product, category, brand, price, session]) =
@@ -319,6 +384,7 @@ pub fn read_events(
             }
         }
         let (product, session) = (product.trim(), session.trim());
+        let visitors = buckets.entry(bucket_of(at)).or_default();
         let visitor = match visitors.get_mut(user.as_ref()) {
             Some(v) => v,
             None => visitors
@@ -392,17 +458,23 @@ pub fn read_events(
     }
 
     let sha256 = scanner.finish(&tally)?;
-    let customers = visitors
+    let buckets = buckets
         .into_iter()
-        .map(|(id, v)| {
-            let mut b = v.browsing;
-            b.sessions = u32::try_from(v.sessions.len()).unwrap_or(u32::MAX);
-            (id, b)
+        .map(|(bucket, visitors)| {
+            let customers = visitors
+                .into_iter()
+                .map(|(id, v)| {
+                    let mut b = v.browsing;
+                    b.sessions = u32::try_from(v.sessions.len()).unwrap_or(u32::MAX);
+                    (id, b)
+                })
+                .collect();
+            (bucket, customers)
         })
         .collect();
-    Ok(BrowsingLog {
+    Ok(BucketedBrowsing {
         report: tally.into_report(path.display().to_string(), sha256),
-        customers,
+        buckets,
     })
 }
 

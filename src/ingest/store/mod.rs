@@ -35,9 +35,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use events::{BrowsingLog, CustomerBrowsing, read_events};
+pub use events::{BrowsingLog, BucketedBrowsing, CustomerBrowsing, read_events, read_events_by};
 pub use report::{SkipExample, SkipSummary, SourceReport, notes, reasons};
-pub use transactions::{CustomerPurchases, TransactionLedger, read_transactions};
+pub use transactions::{
+    BucketedPurchases, CustomerPurchases, TransactionLedger, read_transactions,
+    read_transactions_by,
+};
 
 /// How a transactions file is read; section `[transactions]` of the settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -79,6 +79,40 @@ struct Account {
     last: Option<DateTime<Utc>>,
 }
 
+impl CustomerPurchases {
+    /// Adds `other` (the same customer's purchases in another time bucket): counts and
+    /// revenues add, the first and last purchase widen. An invoice whose lines fall in two
+    /// buckets counts once in each.
+    pub fn merge(&mut self, other: &CustomerPurchases) {
+        self.invoices = self.invoices.saturating_add(other.invoices);
+        self.cancelled_invoices = self
+            .cancelled_invoices
+            .saturating_add(other.cancelled_invoices);
+        self.lines = self.lines.saturating_add(other.lines);
+        self.net_revenue += other.net_revenue;
+        self.gross_revenue += other.gross_revenue;
+        self.cancelled_revenue += other.cancelled_revenue;
+        self.first_purchase = match (self.first_purchase, other.first_purchase) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_purchase = match (self.last_purchase, other.last_purchase) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// Every customer's purchases per time bucket (weekly tracking buckets by ISO week), read in
+/// one pass, and what reading the file did.
+#[derive(Debug, Clone)]
+pub struct BucketedPurchases<B> {
+    /// Rows read, used and skipped (with reasons), file digest, time span.
+    pub report: SourceReport,
+    /// Per bucket, per customer id: the purchases whose lines fall in that bucket.
+    pub buckets: BTreeMap<B, BTreeMap<String, CustomerPurchases>>,
+}
+
 /// Reads a transactions file (plain or gzip CSV), skipping rows after `as_of`.
 pub fn read_transactions(
     path: &Path,
@@ -87,6 +121,23 @@ pub fn read_transactions(
     as_of: Option<DateTime<Utc>>,
     progress: &dyn Progress,
 ) -> Result<TransactionLedger, StoreIngestError> {
+    let mut read = read_transactions_by(path, settings, delimiter, as_of, |_| (), progress)?;
+    Ok(TransactionLedger {
+        report: read.report,
+        customers: read.buckets.remove(&()).unwrap_or_default(),
+    })
+}
+
+/// Reads a transactions file like [`read_transactions`], accumulating each customer
+/// separately per bucket (`bucket_of` a line's invoice time).
+pub fn read_transactions_by<B: Ord + Copy + std::hash::Hash>(
+    path: &Path,
+    settings: &TransactionSettings,
+    delimiter: u8,
+    as_of: Option<DateTime<Utc>>,
+    bucket_of: impl Fn(DateTime<Utc>) -> B,
+    progress: &dyn Progress,
+) -> Result<BucketedPurchases<B>, StoreIngestError> {
     let c = &settings.columns;
     let mut scanner = Scanner::open(path, delimiter, "ingest transactions", progress)?;
     let wanted = [
@@ -110,7 +161,7 @@ pub fn read_transactions(
     let prefix = settings.cancellation_prefix.trim();
 
     let mut tally = Tally::default();
-    let mut accounts: HashMap<String, Account> = HashMap::new();
+    let mut buckets: HashMap<B, HashMap<String, Account>> = HashMap::new();
     // Duplicate detection: the lines of the current invoice run, byte for byte.
     let mut run_invoice = String::new();
     let mut run_lines: HashSet<Vec<u8>> = HashSet::new();
@@ -184,6 +235,7 @@ pub fn read_transactions(
         if normalised {
             tally.note(notes::CUSTOMER_IDS_NORMALISED);
         }
+        let accounts = buckets.entry(bucket_of(at)).or_default();
         if !accounts.contains_key(customer.as_ref()) {
             accounts.insert(customer.to_string(), Account::default());
         }
@@ -210,7 +262,18 @@ pub fn read_transactions(
     }
 
     let sha256 = scanner.finish(&tally)?;
-    let customers = accounts
+    let buckets = buckets
+        .into_iter()
+        .map(|(bucket, accounts)| (bucket, into_purchases(accounts)))
+        .collect();
+    Ok(BucketedPurchases {
+        report: tally.into_report(path.display().to_string(), sha256),
+        buckets,
+    })
+}
+
+fn into_purchases(accounts: HashMap<String, Account>) -> BTreeMap<String, CustomerPurchases> {
+    accounts
         .into_iter()
         .map(|(id, a)| {
             let purchases = CustomerPurchases {
@@ -225,11 +288,7 @@ pub fn read_transactions(
             };
             (id, purchases)
         })
-        .collect();
-    Ok(TransactionLedger {
-        report: tally.into_report(path.display().to_string(), sha256),
-        customers,
-    })
+        .collect()
 }
 
 #[cfg(test)]

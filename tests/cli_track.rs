@@ -1,0 +1,591 @@
+//! `segscope track` end to end on the demo's synthetic store with planted changes (an
+//! emerging micro-segment, a migration and a bot burst from week 6 of 8 tracked), on a
+//! hand-made store that repeats itself every week, and on bad input.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
+mod support {
+    #[allow(dead_code, reason = "shared helpers; this file uses some")]
+    pub mod cli;
+}
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use segscope::analysis::progress::NoProgress;
+use segscope::demo::synthetic_store::{PlantedChanges, PlantedTruth, StoreSpec, generate};
+use segscope::domain::MapMethod;
+use segscope::settings::Settings;
+use segscope::track::{MovementDocument, TrackRequest, WeekRange, run_track};
+use serde_json::Value;
+use support::cli::{read_json, segscope};
+
+/// Customers of the planted store: 2% emerging is 20 people.
+const CUSTOMERS: usize = 1000;
+const SEED: u64 = 7;
+/// 12 weeks of browsing ending 2026-W47; `lapsed_home` stops browsing after week 8, so the
+/// tracked weeks are the first eight, with the changes planted from week 6 (2026-W41).
+const WEEKS: &str = "2026-W36..2026-W43";
+const PLANTED_WEEK: &str = "2026-W41";
+
+struct Planted {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    out: PathBuf,
+    truth: PlantedTruth,
+    document: MovementDocument,
+    seconds: f64,
+}
+
+fn settings() -> Settings {
+    let mut s = Settings::load(None).expect("settings");
+    s.run.seed = SEED;
+    s.track.browsing_window_weeks = 1;
+    s
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn track_into(data: &Path, out: &Path) -> (MovementDocument, f64) {
+    let request = TrackRequest {
+        transactions: Some(data.join("transactions.csv.gz")),
+        events: Some(data.join("events.csv")),
+        weeks: Some(WEEKS.parse::<WeekRange>().expect("range")),
+        maps: vec![MapMethod::Pca],
+        settings: settings(),
+        out_dir: out.to_path_buf(),
+    };
+    let rt = runtime();
+    let started = std::time::Instant::now();
+    let run = run_track(&request, rt.handle(), &NoProgress).expect("track runs");
+    (run.document, started.elapsed().as_secs_f64())
+}
+
+fn planted() -> &'static Planted {
+    static PLANTED: OnceLock<Planted> = OnceLock::new();
+    PLANTED.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let spec = StoreSpec {
+            weeks: 12,
+            changes: Some(PlantedChanges { from_week: 6 }),
+            ..StoreSpec::demo(CUSTOMERS, SEED)
+        };
+        let started = std::time::Instant::now();
+        let store = generate(&spec, &data).expect("store");
+        eprintln!("generate: {:.2}s", started.elapsed().as_secs_f64());
+        let out = dir.path().join("out");
+        let (document, seconds) = track_into(&data, &out);
+        eprintln!("track: {seconds:.2}s");
+        Planted {
+            _dir: dir,
+            data,
+            out,
+            truth: store.changes.expect("changes planted"),
+            document,
+            seconds,
+        }
+    })
+}
+
+fn recall(found: &BTreeSet<String>, planted: &[String]) -> f64 {
+    planted.iter().filter(|id| found.contains(*id)).count() as f64 / planted.len() as f64
+}
+
+fn alerts_of<'a>(doc: &'a Value, kind: &str) -> Vec<&'a Value> {
+    doc["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| a["kind"] == kind)
+        .collect()
+}
+
+fn customers_of(alerts: &[&Value]) -> BTreeSet<String> {
+    alerts
+        .iter()
+        .flat_map(|a| a["customers"].as_array().expect("customers").iter())
+        .map(|c| c.as_str().expect("id").to_string())
+        .collect()
+}
+
+#[test]
+fn planted_changes_are_alerted_in_their_week_and_no_other_week_alerts() {
+    let p = planted();
+    let doc = read_json(&p.out.join("movement.json"));
+    eprintln!("tracked in {:.2}s", p.seconds);
+    for alert in doc["alerts"].as_array().expect("alerts") {
+        eprintln!(
+            "{} {} segment {} customers {} evidence {}",
+            alert["week"],
+            alert["kind"],
+            alert["segment"],
+            alert["customers"].as_array().map_or(0, Vec::len),
+            alert["evidence"]
+        );
+    }
+    assert_eq!(p.document.weeks.len(), 8);
+    let other_weeks: Vec<&Value> = doc["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| a["week"] != PLANTED_WEEK)
+        .collect();
+    assert!(
+        other_weeks.is_empty(),
+        "alerts outside the planted week: {other_weeks:#?}"
+    );
+
+    let anomaly = customers_of(&alerts_of(&doc, "anomaly"));
+    assert_eq!(
+        recall(&anomaly, &p.truth.bots),
+        1.0,
+        "every bot is an anomaly"
+    );
+    assert!(
+        anomaly.len() <= p.truth.bots.len() + 2,
+        "few customers besides the bots are flagged: {}",
+        anomaly.len()
+    );
+    let migration = alerts_of(&doc, "migration");
+    let migrated = customers_of(&migration);
+    let r = recall(&migrated, &p.truth.migrants);
+    assert!(
+        r >= 0.8,
+        "migration recall {r} ({} alerts)",
+        migration.len()
+    );
+    let emerging = alerts_of(&doc, "emerging_segment");
+    let found = customers_of(&emerging);
+    let r = recall(&found, &p.truth.emerging);
+    assert!(r >= 0.8, "emerging recall {r} ({} alerts)", emerging.len());
+    assert!(
+        emerging
+            .iter()
+            .any(|a| a["evidence"]["novelty"]["token"] == "pets"),
+        "the emerging group is described by what it browses"
+    );
+    // Bots are kept out of the segments.
+    let csv = std::fs::read_to_string(p.out.join("weekly_assignments.csv")).expect("csv");
+    let bot_rows: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.starts_with(PLANTED_WEEK))
+        .filter(|l| {
+            p.truth
+                .bots
+                .iter()
+                .any(|b| l.split(',').nth(1) == Some(b.as_str()))
+        })
+        .collect();
+    assert_eq!(bot_rows.len(), p.truth.bots.len());
+    assert!(
+        bot_rows
+            .iter()
+            .all(|l| l.split(',').nth(2) == Some("") && l.contains(",anomaly,"))
+    );
+}
+
+#[test]
+fn movement_json_matches_its_schema_and_transitions_add_up() {
+    let p = planted();
+    let doc = read_json(&p.out.join("movement.json"));
+    let schema =
+        read_json(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/movement.schema.json"));
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "movement.json breaks its schema: {errors:#?}"
+    );
+
+    // Segment of every customer per week, from the CSV.
+    let csv = std::fs::read_to_string(p.out.join("weekly_assignments.csv")).expect("csv");
+    let mut weeks: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        if !cells[2].is_empty() {
+            weeks
+                .entry(cells[0].to_string())
+                .or_default()
+                .insert(cells[1].to_string(), cells[2].to_string());
+        }
+    }
+    let transitions = doc["transitions"].as_array().expect("transitions");
+    assert_eq!(transitions.len(), 7);
+    for t in transitions {
+        let from = &weeks[t["from_week"].as_str().expect("week")];
+        let to = &weeks[t["to_week"].as_str().expect("week")];
+        let both = from.keys().filter(|id| to.contains_key(*id)).count() as u64;
+        let flows: u64 = t["flows"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .map(|f| f["count"].as_u64().expect("count"))
+            .sum();
+        assert_eq!(flows, both, "flows add up to the customers in both weeks");
+        assert_eq!(t["customers_in_both"].as_u64(), Some(both));
+        let entered: u64 = t["entered"]
+            .as_array()
+            .expect("entered")
+            .iter()
+            .map(|f| f["count"].as_u64().expect("count"))
+            .sum();
+        assert_eq!(entered, to.len() as u64 - both);
+    }
+}
+
+#[test]
+fn psi_matches_hand_computed_values() {
+    // (0.4 − 0.5)·ln(0.4/0.5) + (0.6 − 0.5)·ln(0.6/0.5)
+    let expected = 0.1 * (0.5f64 / 0.4).ln() + 0.1 * (0.6f64 / 0.5).ln();
+    assert!((segscope::track::stats::psi(&[0.5, 0.5], &[0.4, 0.6]) - expected).abs() < 1e-12);
+    assert!((expected - 0.040_546_5).abs() < 1e-6);
+    // The week-over-week share PSI in movement.json is that formula on its own shares.
+    let doc = read_json(&planted().out.join("movement.json"));
+    let shares = doc["shares"].as_array().expect("shares");
+    for (w, entry) in doc["psi"]["shares"]
+        .as_array()
+        .expect("psi")
+        .iter()
+        .enumerate()
+    {
+        let s = |i: usize| -> Vec<f64> {
+            shares[i]["segments"]
+                .as_array()
+                .expect("segments")
+                .iter()
+                .map(|x| x["share"].as_f64().expect("share"))
+                .collect()
+        };
+        let by_hand: f64 = s(w)
+            .iter()
+            .zip(s(w + 1))
+            .map(|(e, a)| {
+                let (e, a) = (e.max(1e-4), a.max(1e-4));
+                (a - e) * (a / e).ln()
+            })
+            .sum();
+        let psi = entry["psi"].as_f64().expect("psi");
+        assert!(
+            (psi - by_hand).abs() < 1e-12,
+            "week {w}: {psi} vs {by_hand}"
+        );
+    }
+}
+
+#[test]
+fn same_seed_gives_byte_identical_movement() {
+    let p = planted();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, seconds) = track_into(&p.data, dir.path());
+    eprintln!("second run: {seconds:.2}s");
+    let a = std::fs::read(p.out.join("movement.json")).expect("first");
+    let b = std::fs::read(dir.path().join("movement.json")).expect("second");
+    assert!(a == b, "movement.json differs between identical runs");
+    let a = std::fs::read(p.out.join("weekly_assignments.csv")).expect("first");
+    let b = std::fs::read(dir.path().join("weekly_assignments.csv")).expect("second");
+    assert!(
+        a == b,
+        "weekly_assignments.csv differs between identical runs"
+    );
+    let run = read_json(&dir.path().join("run.json"));
+    assert_eq!(run["command"], "track");
+    assert_eq!(run["seed"], SEED);
+    assert_eq!(run["inputs"].as_object().map(|m| m.len()), Some(2));
+}
+
+/// Three kinds of browser whose every week is the week before shifted by seven days.
+fn repeating_events(dir: &Path) -> PathBuf {
+    let mut text = String::from(
+        "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n",
+    );
+    let kinds = [
+        ("electronics.smartphone", "apple", 12, true),
+        ("apparel.shoes", "nike", 4, false),
+        ("sport.bicycle", "trek", 8, true),
+    ];
+    let monday = chrono::NaiveDate::from_ymd_opt(2026, 10, 5).expect("date");
+    for week in 0..4u64 {
+        for (k, (category, brand, views, buys)) in kinds.iter().enumerate() {
+            for c in 0..12u64 {
+                let user = 100 + k as u64 * 100 + c;
+                let day = monday + chrono::Days::new(week * 7 + c % 5);
+                for v in 0..(*views + c as usize % 3) {
+                    text.push_str(&format!(
+                        "{day} 10:{v:02}:00 UTC,view,{k}{v},1,{category},{brand},10.0,{user},s{user}w{week}\n"
+                    ));
+                }
+                if *buys {
+                    text.push_str(&format!(
+                        "{day} 11:00:00 UTC,cart,{k}0,1,{category},{brand},10.0,{user},s{user}w{week}\n"
+                    ));
+                    text.push_str(&format!(
+                        "{day} 11:01:00 UTC,purchase,{k}0,1,{category},{brand},10.0,{user},s{user}w{week}\n"
+                    ));
+                }
+            }
+        }
+    }
+    let path = dir.join("events.csv");
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+#[test]
+fn a_week_without_change_assigns_everyone_as_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = repeating_events(dir.path());
+    let out = dir.path().join("out");
+    segscope()
+        .args(["track", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--weeks",
+            "2026-W41..2026-W44",
+            "--fit-weeks",
+            "2",
+            "--seed",
+            "3",
+        ])
+        .env("SEGSCOPE__TRACK__BROWSING_WINDOW_WEEKS", "1")
+        .assert()
+        .success();
+    let csv = std::fs::read_to_string(out.join("weekly_assignments.csv")).expect("csv");
+    let mut per_week: BTreeMap<&str, Vec<(&str, &str, &str)>> = BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let c: Vec<&str> = line.split(',').collect();
+        per_week.entry(c[0]).or_default().push((c[1], c[2], c[4]));
+    }
+    let weeks: Vec<&Vec<(&str, &str, &str)>> = per_week.values().collect();
+    assert_eq!(weeks.len(), 4);
+    assert_eq!(weeks[0].len(), 36);
+    for w in &weeks[1..] {
+        assert_eq!(
+            *w, weeks[0],
+            "same customers, same segments, same fit distances"
+        );
+    }
+    let doc = read_json(&out.join("movement.json"));
+    assert!(doc["alerts"].as_array().expect("alerts").is_empty());
+    for t in doc["transitions"].as_array().expect("transitions") {
+        assert!(
+            t["flows"]
+                .as_array()
+                .expect("flows")
+                .iter()
+                .all(|f| f["from"] == f["to"])
+        );
+    }
+}
+
+#[test]
+fn bad_input_gives_one_line_naming_the_argument() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = repeating_events(dir.path());
+    let out = dir.path().join("out");
+    // A malformed week label.
+    let o = segscope()
+        .args(["track", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(&out)
+        .args(["--weeks", "2026-41..2026-W44"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--weeks") && err.contains("ISO week such as 2026-W41"),
+        "{err}"
+    );
+    // A range outside the data.
+    let o = segscope()
+        .args(["track", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(&out)
+        .args(["--weeks", "2025-W01..2025-W05"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--weeks 2025-W01..2025-W05") && err.contains("outside the data"),
+        "{err}"
+    );
+    // More fit weeks than weeks.
+    let o = segscope()
+        .args(["track", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(&out)
+        .args(["--fit-weeks", "4"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--fit-weeks 4"), "{err}");
+    // An empty file.
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "").expect("write");
+    let o = segscope()
+        .args(["track", "--events"])
+        .arg(&empty)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("empty.csv") && err.contains("empty"), "{err}");
+    // t-SNE has no weekly placement yet.
+    let o = segscope()
+        .args(["track", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(&out)
+        .args(["--maps", "pca,tsne"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--maps tsne"));
+    // No input at all.
+    let o = segscope()
+        .args(["track", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn a_refit_on_an_unchanged_store_keeps_every_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = repeating_events(dir.path());
+    let out = dir.path().join("out");
+    segscope()
+        .args(["track", "--events"])
+        .arg(&events)
+        .arg("--out")
+        .arg(&out)
+        .args(["--fit-weeks", "1", "--refit-every", "1", "--seed", "3"])
+        .env("SEGSCOPE__TRACK__BROWSING_WINDOW_WEEKS", "1")
+        .assert()
+        .success();
+    let doc = read_json(&out.join("movement.json"));
+    let refits = doc["refits"].as_array().expect("refits");
+    let applies: Vec<&str> = refits
+        .iter()
+        .map(|r| r["applies_from"].as_str().expect("week"))
+        .collect();
+    assert_eq!(applies, ["2026-W43", "2026-W44"]);
+    for r in refits {
+        for m in r["matches"].as_array().expect("matches") {
+            assert_eq!(m["continues"], m["id"], "{r}");
+            assert_eq!(m["jaccard"], 1.0, "{r}");
+        }
+        assert!(r["splits"].as_array().expect("splits").is_empty());
+        assert!(r["merges"].as_array().expect("merges").is_empty());
+    }
+    assert_eq!(
+        doc["segments"].as_array().map(Vec::len),
+        refits[0]["matches"].as_array().map(Vec::len),
+        "no new ids"
+    );
+    let csv = std::fs::read_to_string(out.join("weekly_assignments.csv")).expect("csv");
+    let mut per_week: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let c: Vec<&str> = line.split(',').collect();
+        per_week.entry(c[0]).or_default().push((c[1], c[2]));
+    }
+    let weeks: Vec<&Vec<(&str, &str)>> = per_week.values().collect();
+    for w in &weeks[1..] {
+        assert_eq!(*w, weeks[0], "the same segment ids after each refit");
+    }
+}
+
+/// Timing on a larger planted store (`cargo test --test cli_track -- --ignored --nocapture`):
+/// prints generation time, tracking time per stage and whether the planted changes were found.
+#[test]
+#[ignore = "timing run, minutes at opt-level 1"]
+fn timing_on_a_larger_store() {
+    let customers: usize = std::env::var("TRACK_TIMING_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let spec = StoreSpec {
+        weeks: 12,
+        changes: Some(PlantedChanges { from_week: 6 }),
+        ..StoreSpec::demo(customers, SEED)
+    };
+    let started = std::time::Instant::now();
+    let store = generate(&spec, &data).expect("store");
+    eprintln!(
+        "{customers} customers: generate {:.2}s ({} event lines, {} transaction lines)",
+        started.elapsed().as_secs_f64(),
+        store.counts.event_lines,
+        store.counts.transaction_lines
+    );
+    let request = TrackRequest {
+        transactions: Some(data.join("transactions.csv.gz")),
+        events: Some(data.join("events.csv")),
+        weeks: Some(WEEKS.parse::<WeekRange>().expect("range")),
+        maps: vec![MapMethod::Pca],
+        settings: settings(),
+        out_dir: dir.path().join("out"),
+    };
+    let rt = runtime();
+    let started = std::time::Instant::now();
+    let run = run_track(&request, rt.handle(), &NoProgress).expect("track runs");
+    eprintln!("track: {:.2}s", started.elapsed().as_secs_f64());
+    for (stage, seconds) in &run.timings {
+        eprintln!("  {stage}: {seconds:.2}s");
+    }
+    let truth = store.changes.expect("changes");
+    let doc = read_json(&request.out_dir.join("movement.json"));
+    for (kind, planted) in [
+        ("anomaly", &truth.bots),
+        ("migration", &truth.migrants),
+        ("emerging_segment", &truth.emerging),
+    ] {
+        let found = customers_of(&alerts_of(&doc, kind));
+        eprintln!("  {kind}: recall {:.3}", recall(&found, planted));
+    }
+    let weeks: BTreeSet<&str> = doc["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|a| a["week"].as_str())
+        .collect();
+    eprintln!("  alert weeks: {weeks:?}");
+    for a in doc["alerts"].as_array().expect("alerts") {
+        let evidence = a["evidence"].to_string();
+        eprintln!(
+            "  {} {} segment {} customers {}: {}",
+            a["week"],
+            a["kind"],
+            a["segment"],
+            a["customers"].as_array().map_or(0, Vec::len),
+            &evidence[..evidence.len().min(300)]
+        );
+    }
+}
