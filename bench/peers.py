@@ -156,7 +156,9 @@ def main():
             labels = gm.fit(X).predict(X)
             seconds = time.perf_counter() - t0
             write_labels(ARGS.out, labels)
+            # total log-likelihood of the final parameters, outside the timed region
             extra = {"converged": bool(gm.converged_), "iterations": int(gm.n_iter_),
+                     "log_likelihood": float(gm.score(X) * X.shape[0]),
                      **cluster_extra(labels)}
         elif stage == "hdbscan":
             import hdbscan

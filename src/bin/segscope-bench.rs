@@ -265,9 +265,13 @@ fn run_stage(x: ArrayView2<f64>, job: Job, seed: u64) -> Result<Outcome> {
             let start = Instant::now();
             let fit = fit_gmm(x, k, &params, seed)?;
             let seconds = start.elapsed().as_secs_f64();
+            let mut extra = cluster_extra(&fit.partition);
+            extra["converged"] = json!(fit.converged);
+            extra["iterations"] = json!(fit.iterations);
+            extra["log_likelihood"] = json!(fit.log_likelihood);
             Outcome {
                 seconds,
-                extra: cluster_extra(&fit.partition),
+                extra,
                 output: Output::Labels(out, raw_labels(&fit.partition)),
             }
         }

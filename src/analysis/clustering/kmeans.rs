@@ -21,8 +21,11 @@
 //! `CHUNK_SIZE`); each chunk's distances come from one matrix product (ndarray's, i.e.
 //! matrixmultiply), and each chunk returns its own partial sums, which are added in chunk
 //! order. The chunking never depends on the thread count, so the same seed gives the same
-//! bits on 1 or 16 threads. Restarts run one after another from one seeded RNG, each
-//! parallel inside.
+//! bits on 1 or 16 threads. Restarts are independent tasks run in parallel (each also
+//! parallel inside), so small inputs (digits: 8 chunks) keep every core busy without a
+//! thread hand-off per iteration; each restart starts from the RNG state a sequential loop
+//! over restarts would reach (the draws of a seeding depend on n and k only), and the
+//! winner is chosen in restart order, so the result is the sequential loop's, bit for bit.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
@@ -98,9 +101,27 @@ pub fn fit_kmeans(
     let tol = params.tolerance * data.mean_variance();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let max_iter = params.max_iter.max(1);
-    let mut best = lloyd(&data, kmeans_plusplus(&data, k, &mut rng), max_iter, tol);
-    for _ in 1..params.n_init {
-        let run = lloyd(&data, kmeans_plusplus(&data, k, &mut rng), max_iter, tol);
+    // Each restart's RNG state as a sequential loop would find it: what one k-means++
+    // seeding draws depends on n and k only, never on the data, so the states come from
+    // skipping those draws. The restarts then run side by side, each parallel inside, and
+    // the winner is chosen in restart order: the result of the sequential loop, bit for bit.
+    let starts: Vec<Xoshiro256PlusPlus> = (0..params.n_init.max(1))
+        .map(|_| {
+            let start = rng.clone();
+            skip_kmeans_plusplus_draws(&mut rng, data.n(), k);
+            start
+        })
+        .collect();
+    let runs: Vec<Run> = starts
+        .into_par_iter()
+        .map(|mut rng| lloyd(&data, kmeans_plusplus(&data, k, &mut rng), max_iter, tol))
+        .collect();
+    let mut runs = runs.into_iter();
+    // n_init is at least 1, so there is a first run.
+    let Some(mut best) = runs.next() else {
+        return Err(ClusteringError::NoSegmentsAsked);
+    };
+    for run in runs {
         if run.inertia < best.inertia && !same_clustering(&run.labels, &best.labels, k) {
             best = run;
         }
@@ -178,7 +199,7 @@ struct Run {
 /// (sum of squared distances to the nearest centre) the most.
 fn kmeans_plusplus(data: &Centred, k: usize, rng: &mut Xoshiro256PlusPlus) -> Array2<f64> {
     let n = data.n();
-    let trials = 2 + (k as f64).ln().floor() as usize;
+    let trials = kmeans_plusplus_trials(k);
     let mut centres = Array2::zeros((k, data.x.ncols()));
     let first = rng.gen_range(0..n);
     centres.row_mut(0).assign(&data.x.row(first));
@@ -212,6 +233,22 @@ fn kmeans_plusplus(data: &Centred, k: usize, rng: &mut Xoshiro256PlusPlus) -> Ar
         centres.row_mut(c).assign(&data.x.row(candidates[chosen]));
     }
     centres
+}
+
+/// Number of candidates greedy k-means++ draws for each centre after the first.
+fn kmeans_plusplus_trials(k: usize) -> usize {
+    2 + (k as f64).ln().floor() as usize
+}
+
+/// Advances `rng` exactly as [`kmeans_plusplus`] does for `n` rows and `k` centres (one
+/// index, then one uniform per candidate), without touching the data.
+fn skip_kmeans_plusplus_draws(rng: &mut Xoshiro256PlusPlus, n: usize, k: usize) {
+    let _first: usize = rng.gen_range(0..n);
+    for _ in 1..k {
+        for _ in 0..kmeans_plusplus_trials(k) {
+            let _target: f64 = rng.r#gen();
+        }
+    }
 }
 
 /// For each candidate row: the squared distance of every point to it, lowered to
@@ -478,5 +515,57 @@ mod tests {
             fit_kmeans(x.view(), 0, &KmeansParams::default(), 0),
             Err(ClusteringError::NoSegmentsAsked)
         ));
+    }
+
+    #[test]
+    fn skipping_a_seedings_draws_leaves_the_rng_where_the_seeding_does() {
+        use rand::RngCore;
+        let x = crate::analysis::test_blobs::gaussian_blobs(
+            &[&[0.0, 0.0], &[5.0, 1.0], &[1.0, 6.0], &[7.0, 7.0]],
+            50,
+            1.0,
+            2,
+        );
+        let data = Centred::new(x);
+        for k in [1, 2, 3, 4, 8, 20] {
+            let mut seeded = Xoshiro256PlusPlus::seed_from_u64(k as u64);
+            let mut skipped = seeded.clone();
+            kmeans_plusplus(&data, k, &mut seeded);
+            skip_kmeans_plusplus_draws(&mut skipped, data.n(), k);
+            assert_eq!(seeded.next_u64(), skipped.next_u64(), "k = {k}");
+        }
+    }
+
+    #[test]
+    fn parallel_restarts_pick_what_a_sequential_loop_picks() {
+        let x = crate::analysis::test_blobs::gaussian_blobs(
+            &[
+                &[0.0, 0.0],
+                &[3.0, 0.0],
+                &[0.0, 3.0],
+                &[3.0, 3.0],
+                &[1.5, 1.5],
+            ],
+            80,
+            1.0,
+            6,
+        );
+        let params = KmeansParams::default();
+        let fit = fit_kmeans(x.view(), 5, &params, 11).expect("kmeans");
+        // The loop fit_kmeans replaced: seed, run, keep the best, one restart after another.
+        let mean = x.mean_axis(Axis(0)).expect("rows");
+        let data = Centred::new(&x - &mean);
+        let tol = params.tolerance * data.mean_variance();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        let mut best = lloyd(&data, kmeans_plusplus(&data, 5, &mut rng), 300, tol);
+        for _ in 1..params.n_init {
+            let run = lloyd(&data, kmeans_plusplus(&data, 5, &mut rng), 300, tol);
+            if run.inertia < best.inertia && !same_clustering(&run.labels, &best.labels, 5) {
+                best = run;
+            }
+        }
+        assert_eq!(fit.inertia.to_bits(), best.inertia.to_bits());
+        let (partition, _) = Partition::from_raw_with_order(best.labels.iter().map(|&l| Some(l)));
+        assert_eq!(fit.partition, partition);
     }
 }
