@@ -522,25 +522,43 @@ async fn points(
     if binary {
         return Ok(binary_points(&points, map, offset, end).into_response());
     }
-    let page: Vec<Value> = (offset..end)
-        .map(|i| {
-            json!({
-                "id": points.ids[i],
-                "segment": match points.segments[i] { 0 => Value::Null, s => s.into() },
-                "x": map.xy[2 * i],
-                "y": map.xy[2 * i + 1],
+    let page = PointsPage {
+        method: method.key(),
+        next_offset: (end < total).then_some(end),
+        offset,
+        points: (offset..end)
+            .map(|i| PointOut {
+                id: &points.ids[i],
+                segment: (points.segments[i] != 0).then_some(points.segments[i]),
+                x: map.xy[2 * i],
+                y: map.xy[2 * i + 1],
             })
-        })
-        .collect();
-    Ok(Json(json!({
-        "run": run_id,
-        "method": method.key(),
-        "total": total,
-        "offset": offset,
-        "next_offset": if end < total { Value::from(end) } else { Value::Null },
-        "points": page,
-    }))
-    .into_response())
+            .collect(),
+        run: &run_id,
+        total,
+    };
+    Ok(Json(page).into_response())
+}
+
+/// A JSON page of points, serialised straight from borrowed data (a `serde_json::Value`
+/// per point cost about a microsecond each). Fields in alphabetical order, as before.
+#[derive(Serialize)]
+struct PointsPage<'a> {
+    method: &'static str,
+    next_offset: Option<usize>,
+    offset: usize,
+    points: Vec<PointOut<'a>>,
+    run: &'a str,
+    total: usize,
+}
+
+/// One point of a JSON page.
+#[derive(Serialize)]
+struct PointOut<'a> {
+    id: &'a str,
+    segment: Option<u32>,
+    x: f32,
+    y: f32,
 }
 
 fn binary_points(points: &RunPoints, map: &MapCoords, offset: usize, end: usize) -> Response {
