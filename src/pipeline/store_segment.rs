@@ -223,29 +223,8 @@ pub fn run_store_segment(
     let events_report = log.map(|l| l.report);
 
     progress.start("embedding browsing histories", 0);
-    let browsing_docs: Vec<BrowsingDocument> = features
-        .documents
-        .iter()
-        .filter(|d| !d.is_empty())
-        .cloned()
-        .collect();
-    // Nobody browsed (no events file, or no usable events): there is nothing to embed, and
-    // the local embedder would have no vocabulary to learn.
     let started = std::time::Instant::now();
-    let embedder = if browsing_docs.is_empty() {
-        None
-    } else {
-        let mut embedding_settings = settings.embedding.clone();
-        let cache = &mut embedding_settings.openai.cache_dir;
-        if !cache.is_empty() && PathBuf::from(&*cache).is_relative() {
-            *cache = request.data_dir.join(&*cache).display().to_string();
-        }
-        Some(ConfiguredEmbedder::build(
-            &embedding_settings,
-            &browsing_docs,
-            seed,
-        )?)
-    };
+    let embedder = fit_embedder(settings, &features.documents, &request.data_dir, seed)?;
     let embeddings = match &embedder {
         Some(embedder) => runtime.block_on(embedder.embed(&features.documents, progress))?,
         None => Array2::zeros((features.documents.len(), 0)),
@@ -818,6 +797,36 @@ fn customer_matrix(
     let model = MatrixModel::fit(features, embeddings, settings);
     let x = model.apply(features, embeddings);
     (x, model.scaler, model.summary)
+}
+
+/// Fits the configured embedder on the customers who browsed; `None` when nobody did (no
+/// events file, or no usable events): there is nothing to embed, and the local embedder
+/// would have no vocabulary to learn. A relative embedding cache folder is taken under
+/// `cache_base`. Segment runs and `segscope track` fit their embedders here.
+pub(crate) fn fit_embedder(
+    settings: &Settings,
+    documents: &[BrowsingDocument],
+    cache_base: &Path,
+    seed: u64,
+) -> Result<Option<ConfiguredEmbedder>, PipelineError> {
+    let browsing: Vec<BrowsingDocument> = documents
+        .iter()
+        .filter(|d| !d.is_empty())
+        .cloned()
+        .collect();
+    if browsing.is_empty() {
+        return Ok(None);
+    }
+    let mut embedding_settings = settings.embedding.clone();
+    let cache = &mut embedding_settings.openai.cache_dir;
+    if !cache.is_empty() && PathBuf::from(&*cache).is_relative() {
+        *cache = cache_base.join(&*cache).display().to_string();
+    }
+    Ok(Some(ConfiguredEmbedder::build(
+        &embedding_settings,
+        &browsing,
+        seed,
+    )?))
 }
 
 /// One Qdrant point per customer: the browsing embedding (browsers only), the weighted RFM

@@ -28,7 +28,9 @@ use crate::ingest::store::{read_events_by, read_transactions_by};
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{Stages, write_run_record};
 use crate::pipeline::fit_sample::FitSet;
-use crate::pipeline::store_segment::{MatrixModel, PROFILE_COLUMNS, skipped_lines_warning};
+use crate::pipeline::store_segment::{
+    MatrixModel, PROFILE_COLUMNS, fit_embedder, skipped_lines_warning,
+};
 use crate::report::{ReportError, write_atomically};
 use crate::settings::KSetting;
 
@@ -227,27 +229,8 @@ pub fn run_track(
     }
 
     progress.start("embedding browsing histories", 0);
-    let docs: Vec<BrowsingDocument> = fit_features
-        .documents
-        .iter()
-        .filter(|d| !d.is_empty())
-        .cloned()
-        .collect();
     let started = std::time::Instant::now();
-    let embedder = if docs.is_empty() {
-        None
-    } else {
-        let mut embedding_settings = settings.embedding.clone();
-        let cache = &mut embedding_settings.openai.cache_dir;
-        if !cache.is_empty() && PathBuf::from(&*cache).is_relative() {
-            *cache = request.out_dir.join(&*cache).display().to_string();
-        }
-        Some(
-            ConfiguredEmbedder::build(&embedding_settings, &docs, seed)
-                .map_err(PipelineError::from)?,
-        )
-    };
-    drop(docs);
+    let embedder = fit_embedder(settings, &fit_features.documents, &request.out_dir, seed)?;
     let vocabulary: Option<HashSet<(&'static str, String)>> = match &embedder {
         Some(ConfiguredEmbedder::Local(e)) => Some(
             e.vocabulary()
