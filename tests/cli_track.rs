@@ -21,7 +21,9 @@ use std::sync::OnceLock;
 use segscope::analysis::progress::NoProgress;
 use segscope::demo::synthetic_store::{PlantedChanges, PlantedTruth, StoreSpec, generate};
 use segscope::domain::MapMethod;
+use segscope::narrative::grounding::check_numbers;
 use segscope::settings::Settings;
+use segscope::track::summary::{movement_catalogue, summarize};
 use segscope::track::{MovementDocument, TrackRequest, WeekRange, run_track};
 use serde_json::Value;
 use support::cli::{read_json, segscope};
@@ -246,6 +248,43 @@ fn movement_json_matches_its_schema_and_transitions_add_up() {
             .map(|f| f["count"].as_u64().expect("count"))
             .sum();
         assert_eq!(entered, to.len() as u64 - both);
+    }
+}
+
+#[test]
+fn each_week_after_the_first_has_a_grounded_summary_naming_its_alerts() {
+    let p = planted();
+    let doc = read_json(&p.out.join("movement.json"));
+    let written = doc["summaries"].as_array().expect("summaries");
+    let summaries = summarize(&p.document);
+    let catalogue = movement_catalogue(&summaries);
+    assert_eq!(written.len(), 7);
+    for (json, s) in written.iter().zip(&summaries) {
+        assert_eq!(json["week"], s.summary.week.to_string());
+        assert_eq!(json["text"], s.summary.text.as_str());
+        let keys: Vec<String> = json["figures"]
+            .as_array()
+            .expect("figures")
+            .iter()
+            .map(|k| k.as_str().expect("key").to_string())
+            .collect();
+        let cited = catalogue.cited(&keys);
+        assert_eq!(cited.len(), keys.len(), "every key is in the catalogue");
+        assert_eq!(check_numbers(&s.summary.text, &cited), []);
+    }
+    let planted_week = written
+        .iter()
+        .find(|s| s["week"] == PLANTED_WEEK)
+        .expect("planted week summarised");
+    let text = planted_week["text"].as_str().expect("text");
+    eprintln!("{text}");
+    let n_alerts = alerts_of(&doc, "anomaly").len()
+        + alerts_of(&doc, "migration").len()
+        + alerts_of(&doc, "drift").len()
+        + alerts_of(&doc, "emerging_segment").len();
+    assert_eq!(text.matches(" alert").count(), n_alerts);
+    for kind in ["Anomaly alert", "Migration alert", "Emerging segment alert"] {
+        assert!(text.contains(kind), "{kind} missing from: {text}");
     }
 }
 
