@@ -21,6 +21,7 @@ use std::sync::OnceLock;
 use segscope::analysis::progress::NoProgress;
 use segscope::demo::synthetic_store::{PlantedChanges, PlantedTruth, StoreSpec, generate};
 use segscope::domain::MapMethod;
+use segscope::narrative::figures::Figure;
 use segscope::narrative::grounding::check_numbers;
 use segscope::settings::Settings;
 use segscope::track::summary::{movement_catalogue, summarize};
@@ -627,4 +628,72 @@ fn timing_on_a_larger_store() {
             &evidence[..evidence.len().min(300)]
         );
     }
+}
+
+#[test]
+fn ask_what_changed_this_week_answers_with_the_weeks_summary_and_its_figures() {
+    // Tracking up to the planted week makes it "this week".
+    let p = planted();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let request = TrackRequest {
+        transactions: Some(p.data.join("transactions.csv.gz")),
+        events: Some(p.data.join("events.csv")),
+        weeks: Some(
+            format!("2026-W36..{PLANTED_WEEK}")
+                .parse::<WeekRange>()
+                .expect("range"),
+        ),
+        maps: vec![MapMethod::Pca],
+        settings: settings(),
+        out_dir: out.clone(),
+    };
+    let run = run_track(&request, runtime().handle(), &NoProgress).expect("track runs");
+    let catalogue = movement_catalogue(&summarize(&run.document));
+
+    let output = segscope()
+        .args(["ask", "what changed this week?", "--json", "--run"])
+        .arg(&out)
+        .output()
+        .expect("ask runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("answer json");
+    let text = answer["text"].as_str().expect("text");
+    eprintln!("{text}");
+    assert_eq!(answer["status"], "answered");
+    assert!(text.starts_with(&format!("What changed in {PLANTED_WEEK}: ")));
+    let doc = read_json(&out.join("movement.json"));
+    let week_alerts: Vec<&Value> = doc["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| a["week"] == PLANTED_WEEK)
+        .collect();
+    assert!(!week_alerts.is_empty());
+    assert_eq!(text.matches(" alert").count(), week_alerts.len());
+    for kind in ["Anomaly alert", "Migration alert", "Emerging segment alert"] {
+        assert!(text.contains(kind), "{kind} missing from: {text}");
+    }
+    let figures = answer["figures"].as_array().expect("figures");
+    assert!(!figures.is_empty());
+    for f in figures {
+        let key = f["key"].as_str().expect("key");
+        let known = catalogue
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} is not in the figure catalogue"));
+        assert_eq!(f["display"], known.display.as_str(), "{key}");
+    }
+    let cited: Vec<Figure> = figures
+        .iter()
+        .map(|f| Figure {
+            key: f["key"].as_str().expect("key").to_string(),
+            value: f["value"].as_f64().expect("value"),
+            display: f["display"].as_str().expect("display").to_string(),
+        })
+        .collect();
+    assert_eq!(check_numbers(text, &cited.iter().collect::<Vec<_>>()), []);
 }
