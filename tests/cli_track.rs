@@ -21,7 +21,10 @@ use std::sync::OnceLock;
 use segscope::analysis::progress::NoProgress;
 use segscope::demo::synthetic_store::{PlantedChanges, PlantedTruth, StoreSpec, generate};
 use segscope::domain::MapMethod;
+use segscope::narrative::figures::Figure;
+use segscope::narrative::grounding::check_numbers;
 use segscope::settings::Settings;
+use segscope::track::summary::{movement_catalogue, summarize};
 use segscope::track::{MovementDocument, TrackRequest, WeekRange, run_track};
 use serde_json::Value;
 use support::cli::{read_json, segscope};
@@ -246,6 +249,43 @@ fn movement_json_matches_its_schema_and_transitions_add_up() {
             .map(|f| f["count"].as_u64().expect("count"))
             .sum();
         assert_eq!(entered, to.len() as u64 - both);
+    }
+}
+
+#[test]
+fn each_week_after_the_first_has_a_grounded_summary_naming_its_alerts() {
+    let p = planted();
+    let doc = read_json(&p.out.join("movement.json"));
+    let written = doc["summaries"].as_array().expect("summaries");
+    let summaries = summarize(&p.document);
+    let catalogue = movement_catalogue(&summaries);
+    assert_eq!(written.len(), 7);
+    for (json, s) in written.iter().zip(&summaries) {
+        assert_eq!(json["week"], s.summary.week.to_string());
+        assert_eq!(json["text"], s.summary.text.as_str());
+        let keys: Vec<String> = json["figures"]
+            .as_array()
+            .expect("figures")
+            .iter()
+            .map(|k| k.as_str().expect("key").to_string())
+            .collect();
+        let cited = catalogue.cited(&keys);
+        assert_eq!(cited.len(), keys.len(), "every key is in the catalogue");
+        assert_eq!(check_numbers(&s.summary.text, &cited), []);
+    }
+    let planted_week = written
+        .iter()
+        .find(|s| s["week"] == PLANTED_WEEK)
+        .expect("planted week summarised");
+    let text = planted_week["text"].as_str().expect("text");
+    eprintln!("{text}");
+    let n_alerts = alerts_of(&doc, "anomaly").len()
+        + alerts_of(&doc, "migration").len()
+        + alerts_of(&doc, "drift").len()
+        + alerts_of(&doc, "emerging_segment").len();
+    assert_eq!(text.matches(" alert").count(), n_alerts);
+    for kind in ["Anomaly alert", "Migration alert", "Emerging segment alert"] {
+        assert!(text.contains(kind), "{kind} missing from: {text}");
     }
 }
 
@@ -588,4 +628,72 @@ fn timing_on_a_larger_store() {
             &evidence[..evidence.len().min(300)]
         );
     }
+}
+
+#[test]
+fn ask_what_changed_this_week_answers_with_the_weeks_summary_and_its_figures() {
+    // Tracking up to the planted week makes it "this week".
+    let p = planted();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let request = TrackRequest {
+        transactions: Some(p.data.join("transactions.csv.gz")),
+        events: Some(p.data.join("events.csv")),
+        weeks: Some(
+            format!("2026-W36..{PLANTED_WEEK}")
+                .parse::<WeekRange>()
+                .expect("range"),
+        ),
+        maps: vec![MapMethod::Pca],
+        settings: settings(),
+        out_dir: out.clone(),
+    };
+    let run = run_track(&request, runtime().handle(), &NoProgress).expect("track runs");
+    let catalogue = movement_catalogue(&summarize(&run.document));
+
+    let output = segscope()
+        .args(["ask", "what changed this week?", "--json", "--run"])
+        .arg(&out)
+        .output()
+        .expect("ask runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("answer json");
+    let text = answer["text"].as_str().expect("text");
+    eprintln!("{text}");
+    assert_eq!(answer["status"], "answered");
+    assert!(text.starts_with(&format!("What changed in {PLANTED_WEEK}: ")));
+    let doc = read_json(&out.join("movement.json"));
+    let week_alerts: Vec<&Value> = doc["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| a["week"] == PLANTED_WEEK)
+        .collect();
+    assert!(!week_alerts.is_empty());
+    assert_eq!(text.matches(" alert").count(), week_alerts.len());
+    for kind in ["Anomaly alert", "Migration alert", "Emerging segment alert"] {
+        assert!(text.contains(kind), "{kind} missing from: {text}");
+    }
+    let figures = answer["figures"].as_array().expect("figures");
+    assert!(!figures.is_empty());
+    for f in figures {
+        let key = f["key"].as_str().expect("key");
+        let known = catalogue
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} is not in the figure catalogue"));
+        assert_eq!(f["display"], known.display.as_str(), "{key}");
+    }
+    let cited: Vec<Figure> = figures
+        .iter()
+        .map(|f| Figure {
+            key: f["key"].as_str().expect("key").to_string(),
+            value: f["value"].as_f64().expect("value"),
+            display: f["display"].as_str().expect("display").to_string(),
+        })
+        .collect();
+    assert_eq!(check_numbers(text, &cited.iter().collect::<Vec<_>>()), []);
 }

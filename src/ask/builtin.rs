@@ -38,6 +38,8 @@ pub enum Intent {
     Describe(usize),
     /// List the segments.
     List,
+    /// What changed in a tracked week (the latest when `None`), from `movement.json`.
+    Movement(Option<String>),
     /// Not recognised.
     Unknown,
 }
@@ -168,6 +170,40 @@ fn kpi_in(words: &[String], question: &str, available: &[String]) -> Option<Stri
 pub fn classify(toolbox: &Toolbox, question: &str) -> Intent {
     let k = toolbox.run().document().k;
     let ws = words(question);
+    if let Some(movement) = toolbox.run().movement() {
+        let weeks = super::movement::weeks(movement);
+        let lowered = question.to_lowercase();
+        let named_week = weeks
+            .iter()
+            .find(|w| lowered.contains(&w.to_lowercase()))
+            .cloned();
+        if named_week.is_some()
+            || has_any(
+                &ws,
+                &[
+                    "change",
+                    "changed",
+                    "changes",
+                    "alert",
+                    "alerts",
+                    "movement",
+                    "moved",
+                    "migration",
+                    "drift",
+                    "anomaly",
+                    "anomalies",
+                    "emerging",
+                    "week",
+                    "weekly",
+                ],
+            )
+        {
+            return Intent::Movement(named_week);
+        }
+        if k == 0 {
+            return Intent::Unknown;
+        }
+    }
     let ids = ids_in(question, k);
     let named = ids
         .first()
@@ -356,6 +392,37 @@ async fn respond(
     let mut used = Vec::new();
     let text = match intent {
         Intent::Unknown => return Ok(None),
+        Intent::Movement(week) => {
+            let args = week
+                .as_ref()
+                .map_or_else(|| json!({}), |w| json!({"week": w}));
+            let out = call(toolbox, record, Tool::MovementWeek, args).await?;
+            let label = out.content["week"].as_str().unwrap_or_default();
+            match out.content["summary"].as_str() {
+                Some(summary) => {
+                    let keys: Vec<String> = toolbox
+                        .run()
+                        .movement()
+                        .and_then(|m| m["summaries"].as_array())
+                        .and_then(|all| all.iter().find(|s| s["week"] == label))
+                        .and_then(|s| s["figures"].as_array())
+                        .map(|keys| {
+                            keys.iter()
+                                .filter_map(|k| k.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for key in &keys {
+                        shown(&out, key, &mut used);
+                    }
+                    format!("What changed in {label}: {summary}")
+                }
+                None => format!(
+                    "{label} is the first tracked week: there is no week before it to compare \
+                     with."
+                ),
+            }
+        }
         Intent::List => {
             let out = call(toolbox, record, Tool::ListSegments, json!({})).await?;
             let doc = toolbox.run().document();

@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod builtin;
+pub mod movement;
 pub mod prompt;
 pub mod run;
 pub mod similar;

@@ -304,14 +304,32 @@ pub struct StoredRun {
     dir: PathBuf,
     document: RunDocument,
     embedder: Option<LocalEmbedder>,
+    movement: Option<Value>,
 }
 
+/// The file `segscope track` writes; its presence offers the movement tools.
+pub const MOVEMENT_FILE: &str = "movement.json";
+
 impl StoredRun {
-    /// Reads `dir/segments.json` (required) and `dir/local_embedder.json` (when present).
+    /// Reads `dir/segments.json` (required unless the directory is a `segscope track`
+    /// output), `dir/local_embedder.json` and `dir/movement.json` (when present). A
+    /// directory with only `movement.json` opens as a run without segments, so questions
+    /// about movement can be asked of `segscope track`'s output directly.
     pub fn open(dir: &Path) -> Result<StoredRun, RunError> {
         let path = dir.join(SEGMENTS_FILE);
-        let root = read_json(&path)?;
-        let document = RunDocument::from_json(&path, &root)?;
+        let movement_path = dir.join(MOVEMENT_FILE);
+        let movement = if movement_path.is_file() {
+            Some(read_json(&movement_path)?)
+        } else {
+            None
+        };
+        let document = match &movement {
+            Some(m) if !path.exists() => RunDocument::movement_only(m),
+            _ => {
+                let root = read_json(&path)?;
+                RunDocument::from_json(&path, &root)?
+            }
+        };
         let embedder_path = dir.join(SAVED_FILE);
         let embedder = if embedder_path.is_file() {
             let value = read_json(&embedder_path)?;
@@ -328,6 +346,7 @@ impl StoredRun {
             dir: dir.to_path_buf(),
             document,
             embedder,
+            movement,
         })
     }
 
@@ -352,6 +371,11 @@ impl StoredRun {
             Some(store) => format!("run {} ({})", store.store.run_id, self.dir.display()),
             None => format!("run {}", self.dir.display()),
         }
+    }
+
+    /// What `movement.json` says, when the directory has one.
+    pub fn movement(&self) -> Option<&Value> {
+        self.movement.as_ref()
     }
 
     /// The segment with this id.
@@ -414,6 +438,30 @@ fn optional<T: DeserializeOwned>(
 }
 
 impl RunDocument {
+    /// The document of a directory with `movement.json` and no `segments.json`: no
+    /// segments, no quality figures; the seed is movement's.
+    fn movement_only(movement: &Value) -> RunDocument {
+        RunDocument {
+            k: 0,
+            method: "track".into(),
+            seed: movement.get("seed").and_then(Value::as_u64).unwrap_or(0),
+            n_customers: 0,
+            store: None,
+            k_selection: None,
+            quality: QualityView {
+                silhouette: None,
+                davies_bouldin: None,
+                calinski_harabasz: None,
+                stability: None,
+            },
+            maps: BTreeMap::new(),
+            noise: None,
+            segments: Vec::new(),
+            caveats: Vec::new(),
+            narrator: "builtin".into(),
+        }
+    }
+
     fn from_json(path: &Path, root: &Value) -> Result<RunDocument, RunError> {
         let Some(root) = root.as_object() else {
             return Err(RunError::Field {

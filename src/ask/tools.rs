@@ -44,11 +44,15 @@ pub enum Tool {
     KChoice,
     /// Map quality and every caveat of the run.
     MapCaveats,
+    /// Tracked weeks with segment shares and share PSI (runs with `movement.json`).
+    MovementWeeks,
+    /// One tracked week's summary, share changes, top flows and alerts.
+    MovementWeek,
 }
 
 impl Tool {
     /// Every tool, in the order offered to the model.
-    pub const ALL: [Tool; 7] = [
+    pub const ALL: [Tool; 9] = [
         Tool::ListSegments,
         Tool::SegmentProfile,
         Tool::CompareSegments,
@@ -56,7 +60,25 @@ impl Tool {
         Tool::SimilarCustomers,
         Tool::KChoice,
         Tool::MapCaveats,
+        Tool::MovementWeeks,
+        Tool::MovementWeek,
     ];
+
+    /// The tools offered for `run`: the segment tools when it has segments, the movement
+    /// tools when it has `movement.json`.
+    pub fn offered(run: &StoredRun) -> Vec<Tool> {
+        let movement = run.movement().is_some();
+        let segments = !movement || run.document().k > 0;
+        Tool::ALL
+            .into_iter()
+            .filter(|t| if t.is_movement() { movement } else { segments })
+            .collect()
+    }
+
+    /// Whether it reads `movement.json`.
+    pub fn is_movement(self) -> bool {
+        matches!(self, Tool::MovementWeeks | Tool::MovementWeek)
+    }
 
     /// The name the model calls it by.
     pub fn name(self) -> &'static str {
@@ -68,6 +90,8 @@ impl Tool {
             Tool::SimilarCustomers => "similar_customers",
             Tool::KChoice => "k_choice",
             Tool::MapCaveats => "map_caveats",
+            Tool::MovementWeeks => "movement_weeks",
+            Tool::MovementWeek => "movement_week",
         }
     }
 
@@ -109,6 +133,17 @@ impl Tool {
                 "How trustworthy each map is, and every caveat of the run (map distances, weak \
                  structure, unstable or tiny segments, sampling)."
             }
+            Tool::MovementWeeks => {
+                "The weeks tracked by `segscope track`: each week's customers, every segment's \
+                 share, the share PSI against the week before (stable, watch or alert) and how \
+                 many alerts the week raised."
+            }
+            Tool::MovementWeek => {
+                "What changed in one tracked week (default: the latest): its written summary, \
+                 every segment's share change in percentage points, the largest flows between \
+                 segments and each alert (anomaly, migration, drift, emerging segment) with its \
+                 evidence. Use it for 'what changed this week?' and 'any alerts?'."
+            }
         }
     }
 
@@ -118,7 +153,22 @@ impl Tool {
         let ids: Vec<usize> = run.document().segments.iter().map(|s| s.id).collect();
         let segment = json!({"type": "integer", "enum": ids, "description": "segment id"});
         match self {
-            Tool::ListSegments | Tool::KChoice | Tool::MapCaveats => json!({
+            Tool::MovementWeek => {
+                let weeks = run
+                    .movement()
+                    .map(super::movement::weeks)
+                    .unwrap_or_default();
+                json!({
+                    "type": "object",
+                    "properties": {"week": {
+                        "type": "string",
+                        "enum": weeks,
+                        "description": "ISO week label such as 2026-W41; default the latest"
+                    }},
+                    "additionalProperties": false
+                })
+            }
+            Tool::ListSegments | Tool::KChoice | Tool::MapCaveats | Tool::MovementWeeks => json!({
                 "type": "object", "properties": {}, "additionalProperties": false
             }),
             Tool::SegmentProfile => json!({
@@ -306,7 +356,7 @@ impl Toolbox {
             settings: settings.store.clone(),
             data_dir,
         };
-        let validators = Tool::ALL
+        let validators = Tool::offered(&run)
             .into_iter()
             .map(|tool| {
                 let schema = tool.schema(&run, &ask);
@@ -346,7 +396,12 @@ impl Toolbox {
         else {
             return Err(ToolError::UnknownTool {
                 name: name.to_string(),
-                known: Tool::ALL.map(Tool::name).join(", "),
+                known: self
+                    .validators
+                    .iter()
+                    .map(|(t, _, _)| t.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         };
         let tool = *tool;
@@ -431,6 +486,21 @@ impl Toolbox {
             }
             Tool::KChoice => k_choice(&self.run, &mut figures),
             Tool::MapCaveats => map_caveats(&self.run, &mut figures),
+            Tool::MovementWeeks | Tool::MovementWeek => {
+                let movement = self.run.movement().ok_or_else(|| {
+                    ToolError::Unavailable(
+                        "this run directory has no movement.json; run `segscope track` for \
+                         weekly movement"
+                            .into(),
+                    )
+                })?;
+                if tool == Tool::MovementWeeks {
+                    super::movement::movement_weeks(movement, &mut figures)
+                } else {
+                    let a = decode(args)?;
+                    super::movement::movement_week(movement, a.week.as_deref(), &mut figures)?
+                }
+            }
         };
         Ok(ToolOutput {
             tool,
@@ -488,6 +558,7 @@ struct Args {
     kpi: Option<String>,
     description: Option<String>,
     limit: Option<usize>,
+    week: Option<String>,
 }
 
 /// Business KPIs a run may have, by the name `kpi_table` takes, with their unit.

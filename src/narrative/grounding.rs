@@ -13,7 +13,8 @@
 //! thousands separators (`12,345`), percentages (`12%`, `12 %`, `12 percent`), currency
 //! (`$1,234`, `€12.50`), signs (`-0.05`, `−0.05`, `+0.9`), magnitudes (`12.3k`, `1.2M`,
 //! `3bn`) and multipliers (`3x`). It skips digits that belong to words or ids (`W36`, `3D`,
-//! `p95`, `2nd`) and segment ids (`segment 3`, `segments 2 and 4`, `#3`).
+//! `p95`, `2nd`), ISO week labels (`2026-W41`) and segment ids (`segment 3`,
+//! `segments 2 and 4`, `#3`).
 //!
 //! A number is grounded when it equals a cited figure within the rounding the text shows:
 //! half a unit of its last digit (`0.42` covers 0.415 to 0.425; `12.3k` covers 12,250 to
@@ -349,6 +350,19 @@ pub fn numbers_in(text: &str) -> Vec<NumberMention> {
         while j < chars.len() && chars[j].1.is_ascii_digit() {
             digits.push(chars[j].1);
             j += 1;
+        }
+        // An ISO week label ("2026-W41") is an id, not a figure.
+        if digits.len() == 4
+            && chars.get(j).is_some_and(|c| c.1 == '-')
+            && chars.get(j + 1).is_some_and(|c| c.1 == 'W')
+            && chars.get(j + 2).is_some_and(|c| c.1.is_ascii_digit())
+        {
+            let mut k = j + 2;
+            while k < chars.len() && chars[k].1.is_ascii_digit() {
+                k += 1;
+            }
+            i = k;
+            continue;
         }
         if digits.len() <= 3 {
             while j + 3 < chars.len() + 1
@@ -913,6 +927,7 @@ mod tests {
     #[test]
     fn skips_ids_words_and_segment_references() {
         assert!(written("In W36 the p95 of v2 in 3D, the 2nd cohort").is_empty());
+        assert!(written("Week 2026-W41 against 2026-W40").is_empty());
         assert!(written("Like segment 3 and Segments 2, 4 and 5, or cluster #7.").is_empty());
         assert_eq!(written("segment 3 holds 40 customers"), ["40"]);
         assert_eq!(written("segment 3 (12%)"), ["12%"]);

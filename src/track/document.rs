@@ -36,6 +36,9 @@ pub struct MovementDocument {
     pub psi: PsiReport,
     /// Alerts, by week then kind.
     pub alerts: Vec<Alert>,
+    /// Per week after the first, the built-in plain-language summary and the figure keys
+    /// it cites ([`super::summary`]).
+    pub summaries: Vec<super::summary::WeekSummary>,
     /// Refits (`track.refit_every`) and how their segments were matched to the old ids.
     pub refits: Vec<Refit>,
     /// Thresholds and settings that turned numbers into levels and alerts.

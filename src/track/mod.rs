@@ -61,6 +61,7 @@ pub mod emerging;
 mod run;
 mod state;
 pub mod stats;
+pub mod summary;
 pub mod weeks;
 
 use std::path::PathBuf;

@@ -924,7 +924,7 @@ fn movement(
          the fit weeks).",
         track.emerging_quantile
     ));
-    MovementDocument {
+    let mut document = MovementDocument {
         schema_version: MOVEMENT_SCHEMA_VERSION,
         seed,
         weeks: weeks.to_vec(),
@@ -938,10 +938,16 @@ fn movement(
             features: feature_psi,
         },
         alerts,
+        summaries: Vec::new(),
         refits,
         thresholds: track,
         notes,
-    }
+    };
+    document.summaries = super::summary::summarize(&document)
+        .into_iter()
+        .map(|s| s.summary)
+        .collect();
+    document
 }
 
 /// The segment model in force: centroids in the fitted space, the stable id of each, and per
