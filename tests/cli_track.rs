@@ -435,77 +435,55 @@ fn a_week_without_change_assigns_everyone_as_before() {
     }
 }
 
+/// Runs `segscope track --events EVENTS --out OUT ARGS...`; its exit code and stderr.
+fn track_failure(events: &Path, out: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let o = segscope()
+        .args(["track", "--events"])
+        .arg(events)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("run");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn bad_input_gives_one_line_naming_the_argument() {
     let dir = tempfile::tempdir().expect("tempdir");
     let events = repeating_events(dir.path());
     let out = dir.path().join("out");
     // A malformed week label.
-    let o = segscope()
-        .args(["track", "--events"])
-        .arg(&events)
-        .arg("--out")
-        .arg(&out)
-        .args(["--weeks", "2026-41..2026-W44"])
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let (code, err) = track_failure(&events, &out, &["--weeks", "2026-41..2026-W44"]);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("--weeks") && err.contains("ISO week such as 2026-W41"),
         "{err}"
     );
     // A range outside the data.
-    let o = segscope()
-        .args(["track", "--events"])
-        .arg(&events)
-        .arg("--out")
-        .arg(&out)
-        .args(["--weeks", "2025-W01..2025-W05"])
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let (code, err) = track_failure(&events, &out, &["--weeks", "2025-W01..2025-W05"]);
+    assert_eq!(code, Some(3));
     assert!(
         err.contains("--weeks 2025-W01..2025-W05") && err.contains("outside the data"),
         "{err}"
     );
     // More fit weeks than weeks.
-    let o = segscope()
-        .args(["track", "--events"])
-        .arg(&events)
-        .arg("--out")
-        .arg(&out)
-        .args(["--fit-weeks", "4"])
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let (code, err) = track_failure(&events, &out, &["--fit-weeks", "4"]);
+    assert_eq!(code, Some(3));
     assert!(err.contains("--fit-weeks 4"), "{err}");
     // An empty file.
     let empty = dir.path().join("empty.csv");
     std::fs::write(&empty, "").expect("write");
-    let o = segscope()
-        .args(["track", "--events"])
-        .arg(&empty)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let (code, err) = track_failure(&empty, &out, &[]);
+    assert_eq!(code, Some(3));
     assert!(err.contains("empty.csv") && err.contains("empty"), "{err}");
     // t-SNE has no weekly placement yet.
-    let o = segscope()
-        .args(["track", "--events"])
-        .arg(&events)
-        .arg("--out")
-        .arg(&out)
-        .args(["--maps", "pca,tsne"])
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--maps tsne"));
+    let (code, err) = track_failure(&events, &out, &["--maps", "pca,tsne"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--maps tsne"));
     // No input at all.
     let o = segscope()
         .args(["track", "--out"])
