@@ -45,6 +45,7 @@ pub mod auth;
 pub mod chat;
 pub mod dashboard;
 pub mod jobs;
+pub mod live;
 pub mod maps;
 pub mod metrics;
 pub mod runs;
@@ -116,6 +117,8 @@ pub struct AppState {
     pub slack: Arc<slack::Slack>,
     /// The dashboard's caches: parsed map points and web chat conversations.
     pub dashboard: Arc<dashboard::DashboardState>,
+    /// Live updates of stored runs (a watched track gaining a week), for event streams.
+    pub updates: Arc<live::RunUpdates>,
     /// Turns true when the service starts to stop (event streams end then).
     pub stopping: tokio::sync::watch::Receiver<bool>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
@@ -151,6 +154,7 @@ impl AppState {
             metrics,
             slack: Arc::new(slack),
             dashboard: Arc::new(dashboard::DashboardState::new()),
+            updates: Arc::new(live::RunUpdates::default()),
             stopping,
             stop: Arc::new(stop),
         })
