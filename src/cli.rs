@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::analysis::progress::Progress;
 use crate::ask::agent::AgentError;
 use crate::ask::{Agent, AskError, RunError, StoredRun, Toolbox, builtin};
-use crate::demo::{DemoError, DemoRequest, MIN_DEMO_CUSTOMERS, run_demo};
+use crate::demo::{DemoError, DemoRequest, MIN_DEMO_CUSTOMERS, WEEKLY_RUN_ID, run_demo};
 use crate::domain::{MapMethod, Method, Scaling};
 use crate::ingest::FeatureTableSpec;
 use crate::llm::ChatBackend;
@@ -72,7 +72,8 @@ pub struct TrackArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// ISO weeks to track, inclusive (e.g. 2026-W36..2026-W43); default: every week of the
-    /// data from the first browsing event. Data after the last week is ignored.
+    /// data from the first whose browsing window (track.browsing_window_weeks) is complete.
+    /// Data after the last week is ignored.
     #[arg(long, value_name = "FROM..TO")]
     pub weeks: Option<crate::track::WeekRange>,
     /// First weeks the segments are fitted on (overrides track.fit_weeks).
@@ -103,13 +104,15 @@ pub struct AskArgs {
     /// The question, in plain language.
     #[arg(value_name = "QUESTION")]
     pub question: String,
-    /// The run's output directory (of `segscope segment` or `segscope demo`).
+    /// The run's output directory (of `segscope segment` or `segscope track`, or
+    /// `out/demo/runs/demo` after `segscope demo`).
     #[arg(long, value_name = "DIR")]
     pub run: PathBuf,
     /// Settings file (TOML) overriding config/default.toml (e.g. `[llm] provider = "openai"`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where the run's vector store lives (default: DIR/store).
+    /// Where the run's vector store lives (default: DIR/store, or D/store for a run in a
+    /// service data directory D, i.e. DIR = D/runs/<run id>, as `segscope demo` writes).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Print the answer, its citations and what happened on the way as JSON.
@@ -134,7 +137,9 @@ pub struct ServeArgs {
 /// `segscope demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Output directory: the generated store goes to DIR/data, the run's files to DIR.
+    /// Output directory, laid out for `segscope serve --data-dir DIR`: the generated store
+    /// goes to DIR/data, the segment run to DIR/runs/demo, the weekly movement to
+    /// DIR/runs/demo-weekly.
     #[arg(long, value_name = "DIR", default_value = "out/demo")]
     pub out: PathBuf,
     /// Customers in the synthetic store.
@@ -249,7 +254,9 @@ impl CliError {
             CliError::Demo(DemoError::Generate { .. }) => 5,
             CliError::Track(crate::track::TrackError::Pipeline(e))
             | CliError::Pipeline(e)
-            | CliError::Demo(DemoError::Pipeline(e)) => match e {
+            | CliError::Demo(
+                DemoError::Pipeline(e) | DemoError::Track(crate::track::TrackError::Pipeline(e)),
+            ) => match e {
                 PipelineError::Report(ReportError::Io { .. }) => 5,
                 PipelineError::ChatSettings(_) => 4,
                 PipelineError::Embedding(_) | PipelineError::Store(_) => 6,
@@ -257,6 +264,8 @@ impl CliError {
                 _ => 1,
             },
             CliError::Track(_) => 3,
+            // The demo's own weeks not fitting its own store is a bug, not bad input.
+            CliError::Demo(DemoError::Track(_)) => 1,
             CliError::Threads(_) => 1,
             CliError::Ask(e) | CliError::Agent(AgentError::Ask(e)) => match e {
                 AskError::Run(RunError::Io { .. }) => 5,
@@ -420,6 +429,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let demo = pool.install(|| run_demo(&request, &handle, &progress))?;
             println!("{}", demo.summary_table());
             print_summary(&demo.run.document, &demo.run.out_dir);
+            println!(
+                "weekly movement: {}\non the dashboard: segscope serve --data-dir {}, then open http://127.0.0.1:8080/runs/{WEEKLY_RUN_ID}/movement",
+                demo.weekly.out_dir.join("movement.json").display(),
+                args.out.display()
+            );
             Ok(())
         }
         Command::Serve(args) => {
@@ -521,6 +535,18 @@ fn track(args: &TrackArgs, threads: Option<usize>, progress: &BarProgress) -> Re
     Ok(())
 }
 
+/// Where a run's vector store is when `--data-dir` is not given: beside the runs of a
+/// service data directory (`D/runs/<id>` → `D/store`, the layout `serve` reads and `demo`
+/// writes), otherwise inside the run folder (`segment --out DIR` → `DIR/store`).
+fn default_store_dir(run: &std::path::Path) -> PathBuf {
+    match run.parent() {
+        Some(runs) if runs.file_name().is_some_and(|name| name == "runs") => runs
+            .parent()
+            .map_or_else(|| PathBuf::from("store"), |d| d.join("store")),
+        _ => run.join("store"),
+    }
+}
+
 /// `segscope ask`: the run loaded, the configured backend answering (the built-in answerer
 /// or the agent with a chat model), the answer printed with its citations.
 fn ask(args: &AskArgs) -> Result<(), CliError> {
@@ -529,7 +555,7 @@ fn ask(args: &AskArgs) -> Result<(), CliError> {
     let data_dir = args
         .data_dir
         .clone()
-        .unwrap_or_else(|| args.run.join("store"));
+        .unwrap_or_else(|| default_store_dir(&args.run));
     let toolbox = Toolbox::new(run, &settings, data_dir).map_err(AskError::from)?;
     let backend =
         ChatBackend::from_settings(&settings.llm, settings.run.seed).map_err(AskError::Model)?;
@@ -629,5 +655,32 @@ impl Progress for BarProgress {
         {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::default_store_dir;
+
+    #[test]
+    fn a_run_in_a_service_data_directory_uses_that_directorys_store() {
+        assert_eq!(
+            default_store_dir(Path::new("out/demo/runs/demo")),
+            PathBuf::from("out/demo/store")
+        );
+        assert_eq!(
+            default_store_dir(Path::new("runs/demo")),
+            PathBuf::from("store")
+        );
+    }
+
+    #[test]
+    fn a_run_folder_of_its_own_keeps_its_store_inside() {
+        assert_eq!(
+            default_store_dir(Path::new("out/iris")),
+            PathBuf::from("out/iris/store")
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! `segscope ask` through the real binary on a small demo run: the built-in answerer's exact
+//! `segscope ask` through the real binary on a small store run: the built-in answerer's exact
 //! answers (derived from `segments.json`), and a chat model served by the local
 //! OpenAI-compatible stub: a tool-calling conversation ending in a cited answer, refused and
 //! unknown tool calls, malformed arguments, a hallucinated number (rejected, retried, then
@@ -21,6 +21,7 @@ mod support {
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use segscope::demo::synthetic_store::{StoreSpec, generate};
 use segscope::narrative::figures::{Unit, display};
 use serde_json::{Value, json};
 use support::cli::{read_json, segscope};
@@ -28,17 +29,24 @@ use support::openai_stub::{ChatAnswer, OpenAiStub};
 
 const KEY: &str = "sk-ask-test-0123456789";
 
-/// One demo run shared by every test of this binary (read-only for them all). It lives in
+/// One store run shared by every test of this binary (read-only for them all): the demo's
+/// synthetic store without planted weekly changes, through `segscope segment`. It lives in
 /// cargo's per-target temporary directory and is replaced on each run, so nothing piles up.
 fn demo_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_ask_demo");
-        if out.exists() {
-            std::fs::remove_dir_all(&out).expect("remove the previous demo run");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_ask_demo");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("remove the previous demo run");
         }
+        let store = generate(&StoreSpec::demo(600, 42), &dir.join("data")).expect("generate");
+        let out = dir.join("run");
         segscope()
-            .args(["demo", "--customers", "600", "--seed", "42", "--out"])
+            .args(["segment", "--seed", "42", "--transactions"])
+            .arg(&store.transactions)
+            .arg("--events")
+            .arg(&store.events)
+            .arg("--out")
             .arg(&out)
             .assert()
             .success();

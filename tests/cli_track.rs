@@ -435,6 +435,50 @@ fn a_week_without_change_assigns_everyone_as_before() {
     }
 }
 
+/// By default tracking starts at the first week whose trailing browsing window lies wholly in
+/// the data (before it the window is still filling, and its growing totals read as drift);
+/// weeks asked for before that are tracked, with a note saying what their numbers measure.
+#[test]
+fn default_weeks_start_once_the_browsing_window_is_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = repeating_events(dir.path());
+    let run = |out: &Path, weeks: Option<&str>| -> Value {
+        let mut cmd = segscope();
+        cmd.args(["track", "--events"])
+            .arg(&events)
+            .arg("--out")
+            .arg(out)
+            .args(["--fit-weeks", "1", "--seed", "3"])
+            .env("SEGSCOPE__TRACK__BROWSING_WINDOW_WEEKS", "2");
+        if let Some(weeks) = weeks {
+            cmd.args(["--weeks", weeks]);
+        }
+        cmd.assert().success();
+        read_json(&out.join("movement.json"))
+    };
+    let partial_note = |doc: &Value| {
+        doc["notes"]
+            .as_array()
+            .expect("notes")
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|n| {
+                n.starts_with("Weeks before 2026-W42 see only part of the 2-week browsing window")
+            })
+    };
+    let default = run(&dir.path().join("default"), None);
+    assert_eq!(
+        default["weeks"],
+        serde_json::json!(["2026-W42", "2026-W43", "2026-W44"])
+    );
+    assert!(!partial_note(&default), "{:#}", default["notes"]);
+    assert!(default["alerts"].as_array().expect("alerts").is_empty());
+
+    let early = run(&dir.path().join("early"), Some("2026-W41..2026-W44"));
+    assert_eq!(early["weeks"].as_array().expect("weeks").len(), 4);
+    assert!(partial_note(&early), "{:#}", early["notes"]);
+}
+
 /// Runs `segscope track --events EVENTS --out OUT ARGS...`; its exit code and stderr.
 fn track_failure(events: &Path, out: &Path, args: &[&str]) -> (Option<i32>, String) {
     let o = segscope()

@@ -14,11 +14,15 @@ mod support {
     pub mod cli;
 }
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
 use support::cli::{assert_matches_schema, read_json, segscope};
 
-use segscope::demo::synthetic_store::{StoreSpec, generate};
+use segscope::demo::store_spec;
+use segscope::demo::synthetic_store::generate;
+use segscope::track::IsoWeek;
 
 /// Small enough for a debug build, large enough for six planted segments of 100+.
 const CUSTOMERS: usize = 1_200;
@@ -40,6 +44,7 @@ fn skipped(source: &Value, reason: &str) -> u64 {
 fn demo_recovers_planted_segments_and_every_count_adds_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("demo");
+    let run = out.join("runs").join("demo");
     let assert = segscope()
         .args([
             "demo",
@@ -58,18 +63,19 @@ fn demo_recovers_planted_segments_and_every_count_adds_up() {
         "{stdout}"
     );
     assert!(
-        stdout.contains(&out.join("report.html").display().to_string()),
+        stdout.contains(&run.join("report.html").display().to_string()),
         "{stdout}"
     );
 
-    let doc = read_json(&out.join("segments.json"));
+    let doc = read_json(&run.join("segments.json"));
     assert_matches_schema(&doc);
     let ari = doc["quality"]["external"]["ari"].as_f64().expect("ari");
     assert!(ari >= 0.8, "ARI against the planted personas is {ari}");
 
     // The generator is deterministic: regenerate to know exactly what was planted.
     let planted_dir = dir.path().join("planted");
-    let planted = generate(&StoreSpec::demo(CUSTOMERS, SEED), &planted_dir).expect("generate");
+    let planted = generate(&store_spec(CUSTOMERS, SEED), &planted_dir).expect("generate");
+    let changes = planted.changes.clone().expect("the demo plants changes");
     let c = &planted.counts;
     let store = &doc["store"];
     let tx = &store["transactions"];
@@ -104,7 +110,8 @@ fn demo_recovers_planted_segments_and_every_count_adds_up() {
     // Everyone planted is in the run, once, and the coverage adds up.
     let customers = &store["customers"];
     let n = doc["n_customers"].as_u64().expect("n");
-    assert_eq!(n, CUSTOMERS as u64);
+    // The planted personas, plus the bots of the planted week (new ids, browsing only).
+    assert_eq!(n, (CUSTOMERS + changes.bots.len()) as u64);
     assert_eq!(count(customers, "/total"), n);
     assert_eq!(
         count(customers, "/both")
@@ -142,8 +149,66 @@ fn demo_recovers_planted_segments_and_every_count_adds_up() {
     names.dedup();
     assert_eq!(names.len(), segments.len(), "segment names are unique");
 
+    // The weekly movement finds each planted change, in the week it starts and no other.
+    let movement = read_json(&out.join("runs").join("demo-weekly").join("movement.json"));
+    let planted_week = IsoWeek::of(changes.start).to_string();
+    let alerts = movement["alerts"].as_array().expect("alerts");
+    for alert in alerts {
+        assert_eq!(alert["week"], planted_week.as_str(), "{alert:#}");
+    }
+    for (kind, ids) in [
+        ("emerging_segment", &changes.emerging),
+        ("migration", &changes.migrants),
+        ("anomaly", &changes.bots),
+    ] {
+        let named: BTreeSet<&str> = alerts
+            .iter()
+            .filter(|a| a["kind"] == kind)
+            .flat_map(|a| a["customers"].as_array().expect("customers"))
+            .map(|c| c.as_str().expect("id"))
+            .collect();
+        let hits = ids.iter().filter(|id| named.contains(id.as_str())).count();
+        assert!(
+            hits as f64 >= 0.8 * ids.len() as f64,
+            "{kind}: {hits} of {} planted customers alerted",
+            ids.len()
+        );
+        assert!(
+            stdout.contains(&format!("{hits}/{}", ids.len())),
+            "the summary reports {kind}'s recall: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains(&format!(
+            "planted changes from {planted_week} found by the alerts"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("segscope serve --data-dir"), "{stdout}");
+
+    // Every row of the weekly assignments carries both maps' coordinates (a bug once wrote
+    // the UMAP columns in the header only, and the run failed).
+    let weekly = std::fs::read_to_string(out.join("runs/demo-weekly/weekly_assignments.csv"))
+        .expect("weekly assignments");
+    let mut lines = weekly.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    assert_eq!(&header[5..], ["pca_x", "pca_y", "umap_x", "umap_y"]);
+    let mut rows = 0;
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells.len(), header.len(), "{line}");
+        for cell in &cells[5..] {
+            assert!(cell.parse::<f64>().is_ok_and(f64::is_finite), "{line}");
+        }
+        rows += 1;
+    }
+    assert!(
+        rows > 8 * CUSTOMERS,
+        "eight weeks of customers: {rows} rows"
+    );
+
     // One assignment row per customer.
-    let assignments = std::fs::read_to_string(out.join("assignments.csv")).expect("csv");
+    let assignments = std::fs::read_to_string(run.join("assignments.csv")).expect("csv");
     assert_eq!(assignments.lines().count() as u64, n + 1);
 
     // One point per customer was written; the engine's own count after a rerun is below.
@@ -161,7 +226,12 @@ fn demo_recovers_planted_segments_and_every_count_adds_up() {
         .arg(&out)
         .assert()
         .success();
-    let again = read_json(&out.join("segments.json"));
+    let again = read_json(&run.join("segments.json"));
+    assert_eq!(
+        read_json(&out.join("runs").join("demo-weekly").join("movement.json")),
+        movement,
+        "a rerun with the same seed writes the same movement.json"
+    );
     assert_eq!(
         again, doc,
         "a rerun with the same seed writes the same segments.json"

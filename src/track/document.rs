@@ -232,6 +232,18 @@ pub enum AlertKind {
     EmergingSegment,
 }
 
+impl AlertKind {
+    /// The kind as written in `movement.json`.
+    pub fn key(self) -> &'static str {
+        match self {
+            AlertKind::Anomaly => "anomaly",
+            AlertKind::Migration => "migration",
+            AlertKind::Drift => "drift",
+            AlertKind::EmergingSegment => "emerging_segment",
+        }
+    }
+}
+
 /// A refit and how its segments were matched to the ids before it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Refit {
@@ -267,4 +279,24 @@ pub struct SplitMerge {
     pub old: Vec<usize>,
     /// New ids.
     pub new: Vec<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AlertKind;
+
+    #[test]
+    fn alert_kind_keys_are_the_names_written_in_movement_json() {
+        for kind in [
+            AlertKind::Anomaly,
+            AlertKind::Migration,
+            AlertKind::Drift,
+            AlertKind::EmergingSegment,
+        ] {
+            assert_eq!(
+                serde_json::to_value(kind).ok(),
+                Some(serde_json::Value::from(kind.key()))
+            );
+        }
+    }
 }

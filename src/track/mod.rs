@@ -193,8 +193,10 @@ pub struct TrackRequest {
     pub transactions: Option<PathBuf>,
     /// Browsing events (REES46 layout), if any.
     pub events: Option<PathBuf>,
-    /// The weeks to track; `None` tracks every week of the data (from the first browsing
-    /// event, or the first transaction when there are no events).
+    /// The weeks to track; `None` tracks every week of the data from the first whose
+    /// trailing browsing window lies wholly in the data (counted from the first browsing
+    /// event, or the first transaction when there are no events; from the first week itself
+    /// when that would leave no week after the fit weeks).
     pub weeks: Option<WeekRange>,
     /// Maps to place every week on: PCA always; UMAP (fitted on the fit weeks, later weeks
     /// placed by its transform) when listed.

@@ -166,16 +166,43 @@ pub fn run_track(
             range
         }
         None => {
-            let start = browsing
-                .as_ref()
-                .and_then(|b| b.report.first_time)
-                .unwrap_or(first_time);
+            let start = IsoWeek::of(
+                browsing
+                    .as_ref()
+                    .and_then(|b| b.report.first_time)
+                    .unwrap_or(first_time),
+            );
+            // The first week whose trailing browsing window lies wholly in the data: before
+            // it the window is still filling, and its growing totals would read as drift.
+            // Data too short for that keeps every week (and the note below says so).
+            let complete = window_complete(start, track.browsing_window_weeks);
+            let enough = WeekRange {
+                first: complete,
+                last: data_last,
+            }
+            .weeks()
+            .len()
+                > track.fit_weeks;
+            let first = if enough { complete } else { start };
             WeekRange {
-                first: IsoWeek::of(start),
+                first,
                 last: data_last,
             }
         }
     };
+    let browsing_start = browsing
+        .as_ref()
+        .and_then(|b| b.report.first_time)
+        .map(IsoWeek::of);
+    if let Some(browsing_start) = browsing_start {
+        let complete = window_complete(browsing_start, track.browsing_window_weeks);
+        if range.first < complete {
+            notes.push(format!(
+                "Weeks before {complete} see only part of the {}-week browsing window (browsing starts in {browsing_start}); their browsing totals grow as the window fills, so drift there measures the window, not behaviour.",
+                track.browsing_window_weeks
+            ));
+        }
+    }
     let weeks = range.weeks();
     if weeks.len() <= track.fit_weeks {
         return Err(TrackError::TooFewWeeks {
@@ -465,6 +492,11 @@ pub fn run_track(
         timings: stages.timings,
         out_dir: request.out_dir.clone(),
     })
+}
+
+/// The first week whose trailing `window`-week browsing window starts at or after `start`.
+fn window_complete(start: IsoWeek, window: u32) -> IsoWeek {
+    (1..window).fold(start, |week, _| week.next())
 }
 
 /// Share of a document's weight (L2 of `ln(1 + w)`) on terms the fitted embedder does not
@@ -1187,25 +1219,28 @@ fn write_files(
     writer.write_record(&header).map_err(err)?;
     for (state, p) in states.iter().zip(placed) {
         let week = state.week.to_string();
+        // Every map of the header, in its order; a week whose map could not be drawn
+        // leaves its cells empty rather than shortening the row.
+        let maps: Vec<Option<&Array2<f64>>> = std::iter::once(p.pca.as_ref())
+            .chain(with_umap.then_some(p.umap.as_ref()))
+            .collect();
         for (i, id) in state.ids.iter().enumerate() {
-            let (x, y) = p
-                .pca
-                .as_ref()
-                .map(|c| (c[[i, 0]].to_string(), c[[i, 1]].to_string()))
-                .unwrap_or_default();
-            writer
-                .write_record([
-                    week.as_str(),
-                    id,
-                    &p.segment[i]
-                        .map(|s| (s + 1).to_string())
-                        .unwrap_or_default(),
-                    if p.anomaly[i] { "anomaly" } else { "" },
-                    &p.distance[i].map(|d| d.to_string()).unwrap_or_default(),
-                    &x,
-                    &y,
-                ])
-                .map_err(err)?;
+            let mut record = vec![
+                week.clone(),
+                id.clone(),
+                p.segment[i]
+                    .map(|s| (s + 1).to_string())
+                    .unwrap_or_default(),
+                if p.anomaly[i] { "anomaly" } else { "" }.to_string(),
+                p.distance[i].map(|d| d.to_string()).unwrap_or_default(),
+            ];
+            for coordinates in &maps {
+                let (x, y) = coordinates
+                    .map(|c| (c[[i, 0]].to_string(), c[[i, 1]].to_string()))
+                    .unwrap_or_default();
+                record.extend([x, y]);
+            }
+            writer.write_record(&record).map_err(err)?;
         }
     }
     let csv = writer.into_inner().map_err(|e| ReportError::Serialize {
