@@ -12,6 +12,7 @@
 mod support {
     #[allow(dead_code, reason = "shared helpers; this file uses some")]
     pub mod cli;
+    pub mod openai_stub;
 }
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +27,7 @@ use segscope::narrative::grounding::check_numbers;
 use segscope::settings::Settings;
 use segscope::track::summary::{movement_catalogue, summarize};
 use segscope::track::{MovementDocument, TrackRequest, WeekRange, run_track};
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::cli::{read_json, segscope};
 
 /// Customers of the planted store: 2% emerging is 20 people.
@@ -718,4 +719,159 @@ fn ask_what_changed_this_week_answers_with_the_weeks_summary_and_its_figures() {
         })
         .collect();
     assert_eq!(check_numbers(text, &cited.iter().collect::<Vec<_>>()), []);
+}
+
+const MODEL_KEY: &str = "sk-track-test-0123456789";
+
+fn summary_model(stub: &support::openai_stub::OpenAiStub) -> segscope::llm::OpenAiChat {
+    let settings = segscope::llm::OpenAiChatSettings {
+        base_url: stub.base_url.clone(),
+        api_key: segscope::embedding::ApiKey::new(MODEL_KEY),
+        model: "stub-summariser".into(),
+        temperature: 0.2,
+        max_tokens: 800,
+        structured_output: true,
+        timeout_secs: 2.0,
+        max_retries: 1,
+        backoff_initial_ms: 10,
+        backoff_max_ms: 40,
+        max_retry_after_secs: 5,
+    };
+    segscope::llm::OpenAiChat::with_env(&settings, 7, |_| None).expect("client")
+}
+
+/// The `<data>` block of a weekly summary request.
+fn week_data(body: &Value) -> Value {
+    let user = body["messages"][1]["content"]
+        .as_str()
+        .expect("user message");
+    let inside = user
+        .split("<data>")
+        .nth(1)
+        .and_then(|rest| rest.split("</data>").next())
+        .expect("data block");
+    serde_json::from_str(inside).expect("data is JSON")
+}
+
+/// A grounded answer: the first listed share, then every alert's customer count.
+fn grounded_answer(body: &Value) -> support::openai_stub::ChatAnswer {
+    let data = week_data(body);
+    let figures = data["figures"].as_object().expect("figures");
+    let (share_key, share) = figures
+        .iter()
+        .find(|(k, _)| k.ends_with(".share"))
+        .expect("a share");
+    let mut text = format!(
+        "Segment shares held steady, one at {}.",
+        share.as_str().unwrap()
+    );
+    let mut keys = vec![share_key.clone()];
+    for alert in data["alerts"].as_array().expect("alerts") {
+        let n = alert["alert"].as_u64().expect("n");
+        let (key, shown) = figures
+            .iter()
+            .find(|(k, _)| k.ends_with(&format!(".alert.{n}.customers")))
+            .expect("the alert's customers");
+        text.push_str(&format!(
+            " A {} alert concerns {} customers.",
+            alert["kind"].as_str().unwrap().replace('_', " "),
+            shown.as_str().unwrap()
+        ));
+        keys.push(key.clone());
+    }
+    support::openai_stub::ChatAnswer::Text(json!({"text": text, "figures": keys}).to_string())
+}
+
+/// With a model configured, each week's summary is the model's when it passes the checks
+/// (every number a listed figure, one key per number, every alert named) and the built-in
+/// one otherwise, with the reason recorded; no customer id ever reaches the model.
+#[test]
+fn a_models_weekly_summaries_are_kept_only_when_grounded() {
+    use segscope::track::narrate::narrate_with_model;
+    use support::openai_stub::{ChatAnswer, OpenAiStub};
+    let planted = planted();
+    let doc = &planted.document;
+    let rt = runtime();
+    let narrative = Settings::load(None).expect("settings").narrative;
+    rt.block_on(async {
+        let stub = OpenAiStub::start(MODEL_KEY, 4).await;
+        // The planted week's first answer invents a number; its retry is grounded.
+        let planted_week = PLANTED_WEEK.to_string();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&calls);
+        stub.respond_with(move |body| {
+            let data = week_data(body);
+            let is_planted = body["messages"][1]["content"]
+                .as_str()
+                .is_some_and(|u| u.starts_with(&format!("Summarise week {planted_week} ")));
+            if is_planted && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                let (key, _) = data["figures"].as_object().unwrap().iter().next().unwrap();
+                return ChatAnswer::Text(
+                    json!({"text": "Shares moved by 97.5 points.", "figures": [key]}).to_string(),
+                );
+            }
+            grounded_answer(body)
+        });
+        let model = summary_model(&stub);
+        let n = narrate_with_model(&model, doc, &narrative).await;
+        assert_eq!(n.summaries.len(), doc.summaries.len());
+        assert!(n.summaries.iter().all(|s| s.narrator == "stub-summariser"));
+        assert_eq!(n.record.model_weeks.len(), doc.summaries.len());
+        assert!(n.record.kept_builtin.is_empty());
+        // One request per week plus the planted week's retry, which quotes the problem.
+        let requests = stub.chat_requests();
+        assert_eq!(requests.len(), doc.summaries.len() + 1);
+        assert_eq!(n.record.attempts as usize, requests.len());
+        let retry = requests
+            .iter()
+            .find(|r| r["messages"].as_array().unwrap().len() == 4)
+            .expect("a retry");
+        assert!(
+            retry["messages"][3]["content"]
+                .as_str()
+                .unwrap()
+                .contains("\\\"97.5\\\" does not state"),
+            "{retry}"
+        );
+        // The planted week's summary names its three alerts with grounded counts, and ask's
+        // movement tool reads its figures back from the text.
+        let summary = n
+            .summaries
+            .iter()
+            .find(|s| s.week.to_string() == PLANTED_WEEK)
+            .expect("planted week");
+        assert_eq!(summary.figures.len(), 4, "{summary:?}");
+        let stored = serde_json::to_value(summary).unwrap();
+        let (_, figures) = segscope::ask::movement::summary_figures(&stored).expect("readable");
+        let cited: Vec<&Figure> = figures.iter().collect();
+        assert!(check_numbers(&summary.text, &cited).is_empty());
+        // Aggregates only: no customer id of any alert is in any request.
+        let sent = serde_json::to_string(&requests).unwrap();
+        for alert in &doc.alerts {
+            for id in &alert.customers {
+                assert!(
+                    !sent.contains(&format!("\"{id}\"")),
+                    "customer {id} sent to the model"
+                );
+            }
+        }
+    });
+    rt.block_on(async {
+        // A model that never answers well keeps every built-in summary, with the reasons.
+        let stub = OpenAiStub::start(MODEL_KEY, 4).await;
+        stub.respond_with(|_| ChatAnswer::Text("Things changed a lot this week.".into()));
+        let model = summary_model(&stub);
+        let n = narrate_with_model(&model, doc, &narrative).await;
+        assert_eq!(n.summaries, doc.summaries);
+        assert!(n.record.model_weeks.is_empty());
+        assert_eq!(n.record.kept_builtin.len(), doc.summaries.len());
+        assert!(
+            n.record.kept_builtin[0].reasons[0]
+                .starts_with("The answer is not the JSON object asked for"),
+            "{:?}",
+            n.record.kept_builtin[0]
+        );
+        let per_week = 1 + narrative.regenerations as usize;
+        assert_eq!(stub.chat_requests().len(), doc.summaries.len() * per_week);
+    });
 }

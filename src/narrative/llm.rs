@@ -323,8 +323,14 @@ pub struct Citation {
 /// outermost braces of prose (servers without `response_format` wrap their JSON). The error
 /// is the parser's message for the most JSON-like candidate.
 pub fn parse_answer(content: &str) -> Result<Answer, String> {
+    parse_json_reply(content)
+}
+
+/// Reads a JSON value of type `T` out of a model's reply text, as [`parse_answer`] does for
+/// the segment narrative: JSON, else JSON in a code fence, else the outermost braces.
+pub fn parse_json_reply<T: serde::de::DeserializeOwned>(content: &str) -> Result<T, String> {
     let trimmed = content.trim();
-    let first = match serde_json::from_str::<Answer>(trimmed) {
+    let first = match serde_json::from_str::<T>(trimmed) {
         Ok(answer) => return Ok(answer),
         Err(e) => e.to_string(),
     };
@@ -344,7 +350,7 @@ pub fn parse_answer(content: &str) -> Result<Answer, String> {
     }
     let mut last = first;
     for candidate in candidates {
-        match serde_json::from_str::<Answer>(candidate.trim()) {
+        match serde_json::from_str::<T>(candidate.trim()) {
             Ok(answer) => return Ok(answer),
             Err(e) => last = e.to_string(),
         }

@@ -39,6 +39,9 @@ pub struct MovementDocument {
     /// Per week after the first, the built-in plain-language summary and the figure keys
     /// it cites ([`super::summary`]).
     pub summaries: Vec<super::summary::WeekSummary>,
+    /// Who wrote the summaries: the built-in summariser, or a model and which weeks kept
+    /// the built-in text and why ([`super::narrate`]).
+    pub narrative: super::narrate::WeeklyNarrativeRecord,
     /// Refits (`track.refit_every`) and how their segments were matched to the old ids.
     pub refits: Vec<Refit>,
     /// Thresholds and settings that turned numbers into levels and alerts.

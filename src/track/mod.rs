@@ -58,6 +58,7 @@
 
 pub mod document;
 pub mod emerging;
+pub mod narrate;
 mod run;
 mod state;
 pub mod stats;

@@ -13,6 +13,7 @@ use super::document::{
     SplitMerge, Transition, WeekShares,
 };
 use super::emerging::{self, EmergingWeek};
+use super::narrate::narrate_weeks;
 use super::state::{WeekState, WeeklyAggregates, select, stack, week_states};
 use super::stats::{binomial_z, ks_two_sample, median, median_mad, psi, psi_of_samples, quantile};
 use super::weeks::{IsoWeek, WeekRange};
@@ -25,6 +26,7 @@ use crate::analysis::progress::Progress;
 use crate::domain::{BrowsingDocument, MapMethod, Method};
 use crate::embedding::{ConfiguredEmbedder, Embedder};
 use crate::ingest::store::{read_events_by, read_transactions_by};
+use crate::llm::ChatBackend;
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{Stages, write_run_record};
 use crate::pipeline::fit_sample::FitSet;
@@ -72,6 +74,9 @@ pub fn run_track(
     let settings = &request.settings;
     let track = &settings.track;
     let seed = settings.run.seed;
+    // Settings problems surface before any file is read.
+    let backend =
+        ChatBackend::from_settings(&settings.llm, seed).map_err(PipelineError::ChatSettings)?;
     let mut stages = Stages::new(progress);
     if request.transactions.is_none() && request.events.is_none() {
         return Err(PipelineError::Unsupported {
@@ -481,12 +486,28 @@ pub fn run_track(
         )
     });
 
+    // The weekly summaries: the built-in ones, or a configured model's where they pass the
+    // same grounding (see the narrate module); never a reason for the run to fail.
+    let mut document = document;
+    let narration = stages.run("narrative", || {
+        runtime.block_on(narrate_weeks(&backend, &document, &settings.narrative))
+    });
+    document.summaries = narration.summaries;
+    document.narrative = narration.record;
+
     progress.start("writing files", 0);
     stages.run("write", || {
         write_files(request, &document, &states, &placed)
     })?;
-    write_run_record(&request.out_dir, "track", inputs, &stages, settings, None)
-        .map_err(PipelineError::from)?;
+    write_run_record(
+        &request.out_dir,
+        "track",
+        inputs,
+        &stages,
+        settings,
+        narration.model,
+    )
+    .map_err(PipelineError::from)?;
     Ok(TrackRun {
         document,
         timings: stages.timings,
@@ -971,6 +992,7 @@ fn movement(
         },
         alerts,
         summaries: Vec::new(),
+        narrative: super::narrate::WeeklyNarrativeRecord::builtin(),
         refits,
         thresholds: track,
         notes,

@@ -26,6 +26,10 @@ use crate::narrative::reading::figure;
 
 /// How many share changes a summary names.
 const SHARE_CHANGES: usize = 2;
+/// How many flows between different segments a model may cite per week (largest first).
+const MODEL_FLOWS: usize = 5;
+/// The narrator name of the built-in summaries.
+pub const BUILTIN: &str = "builtin";
 
 /// One week's summary as `movement.json` stores it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -36,6 +40,9 @@ pub struct WeekSummary {
     pub text: String,
     /// The catalogue keys of every number in `text`, in order of first mention.
     pub figures: Vec<String>,
+    /// Who wrote it: `builtin`, or the chat model's name when a model's summary passed
+    /// the checks of [`super::narrate`].
+    pub narrator: String,
 }
 
 /// One week's summary with the figures it cites, for callers that need the values.
@@ -76,6 +83,59 @@ pub fn summarize(doc: &MovementDocument) -> Vec<CitedSummary> {
     (1..doc.shares.len())
         .map(|w| summarize_week(doc, &doc.shares[w - 1], &doc.shares[w]))
         .collect()
+}
+
+/// Every figure a summary of week `index` (from 1: the first week has no summary) may cite:
+/// each segment's share that week and the week before and its change in points, the
+/// [`MODEL_FLOWS`] largest flows between different segments (count and rate), and each of
+/// the week's alerts' figures, under the keys the built-in summary uses. A model writing
+/// the summary chooses among these ([`super::narrate`]).
+pub fn week_figures(doc: &MovementDocument, index: usize) -> Vec<Figure> {
+    let (Some(before), Some(now)) = (
+        index.checked_sub(1).and_then(|i| doc.shares.get(i)),
+        doc.shares.get(index),
+    ) else {
+        return Vec::new();
+    };
+    let week = now.week;
+    let mut cited = Cited::default();
+    for s in &now.segments {
+        if let Some(old) = before.segments.iter().find(|b| b.segment == s.segment) {
+            cited.show(share_figure(before.week, s.segment, old.share));
+            cited.show(share_figure(week, s.segment, s.share));
+            cited.show(share_change_figure(
+                week,
+                s.segment,
+                (s.share - old.share) * 100.0,
+            ));
+        }
+    }
+    if let Some(t) = doc.transitions.iter().find(|t| t.to_week == week) {
+        let mut flows: Vec<_> = t
+            .flows
+            .iter()
+            .filter(|f| f.from != f.to && f.count > 0)
+            .collect();
+        flows.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then((a.from, a.to).cmp(&(b.from, b.to)))
+        });
+        for f in flows.into_iter().take(MODEL_FLOWS) {
+            let key = format!("movement.{week}.flow.{}.{}", f.from, f.to);
+            cited.show(Figure::new(
+                format!("{key}.count"),
+                f.count as f64,
+                Unit::Count,
+            ));
+            cited.show(Figure::new(format!("{key}.rate"), f.rate, Unit::Share));
+        }
+    }
+    let alerts = doc.alerts.iter().filter(|a| a.week == week);
+    for (n, alert) in alerts.enumerate() {
+        alert_sentence(week, n, alert, &mut cited);
+    }
+    cited.0
 }
 
 /// Every figure the summaries cite, under its key.
@@ -189,6 +249,7 @@ fn summarize_week(doc: &MovementDocument, before: &WeekShares, now: &WeekShares)
             week,
             text: sentences.join(" "),
             figures: figures.iter().map(|f| f.key.clone()).collect(),
+            narrator: BUILTIN.to_string(),
         },
         figures,
     }
@@ -396,6 +457,7 @@ mod tests {
                 ),
             ],
             summaries: Vec::new(),
+            narrative: crate::track::narrate::WeeklyNarrativeRecord::builtin(),
             refits: Vec::new(),
             thresholds: Settings::load(None).expect("settings").track,
             notes: Vec::new(),
