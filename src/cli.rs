@@ -479,8 +479,8 @@ pub fn track_request(
     }
     settings.validate()?;
     Ok(crate::track::TrackRequest {
-        transactions: args.transactions.clone(),
-        events: args.events.clone(),
+        transactions: args.transactions.iter().cloned().collect(),
+        events: args.events.iter().cloned().collect(),
         weeks: args.weeks,
         maps,
         settings,

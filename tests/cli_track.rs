@@ -63,8 +63,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn track_into(data: &Path, out: &Path) -> (MovementDocument, f64) {
     let request = TrackRequest {
-        transactions: Some(data.join("transactions.csv.gz")),
-        events: Some(data.join("events.csv")),
+        transactions: vec![data.join("transactions.csv.gz")],
+        events: vec![data.join("events.csv")],
         weeks: Some(WEEKS.parse::<WeekRange>().expect("range")),
         maps: vec![MapMethod::Pca],
         settings: settings(),
@@ -564,8 +564,8 @@ fn timing_on_a_larger_store() {
         store.counts.transaction_lines
     );
     let request = TrackRequest {
-        transactions: Some(data.join("transactions.csv.gz")),
-        events: Some(data.join("events.csv")),
+        transactions: vec![data.join("transactions.csv.gz")],
+        events: vec![data.join("events.csv")],
         weeks: Some(WEEKS.parse::<WeekRange>().expect("range")),
         maps: vec![MapMethod::Pca],
         settings: settings(),
@@ -615,8 +615,8 @@ fn ask_what_changed_this_week_answers_with_the_weeks_summary_and_its_figures() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let request = TrackRequest {
-        transactions: Some(p.data.join("transactions.csv.gz")),
-        events: Some(p.data.join("events.csv")),
+        transactions: vec![p.data.join("transactions.csv.gz")],
+        events: vec![p.data.join("events.csv")],
         weeks: Some(
             format!("2026-W36..{PLANTED_WEEK}")
                 .parse::<WeekRange>()

@@ -189,10 +189,11 @@ impl TrackSettings {
 /// A validated request to track store data week by week.
 #[derive(Debug, Clone)]
 pub struct TrackRequest {
-    /// Transactions (Online Retail II layout), if any.
-    pub transactions: Option<PathBuf>,
-    /// Browsing events (REES46 layout), if any.
-    pub events: Option<PathBuf>,
+    /// Transactions files (Online Retail II layout), possibly none: several files are read
+    /// as one (a watched folder holds one per week), each with its own report and errors.
+    pub transactions: Vec<PathBuf>,
+    /// Browsing events files (REES46 layout), possibly none, read as one like transactions.
+    pub events: Vec<PathBuf>,
     /// The weeks to track; `None` tracks every week of the data (from the first browsing
     /// event, or the first transaction when there are no events).
     pub weeks: Option<WeekRange>,

@@ -24,7 +24,10 @@ use crate::analysis::maps::umap::{UmapModel, UmapParams, fit_umap};
 use crate::analysis::progress::Progress;
 use crate::domain::{BrowsingDocument, MapMethod, Method};
 use crate::embedding::{ConfiguredEmbedder, Embedder};
-use crate::ingest::store::{read_events_by, read_transactions_by};
+use crate::ingest::store::{
+    CustomerBrowsing, CustomerPurchases, SourceReport, StoreIngestError, read_events_by,
+    read_transactions_by,
+};
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{Stages, write_run_record};
 use crate::pipeline::fit_sample::FitSet;
@@ -62,6 +65,62 @@ struct Placed {
     umap: Option<Array2<f64>>,
 }
 
+/// Several files of one kind read into one set of weekly buckets, with each file's report.
+struct Several<T> {
+    /// One report per file, in the request's order.
+    reports: Vec<SourceReport>,
+    /// Per week, per customer: the files' rows combined.
+    buckets: BTreeMap<IsoWeek, BTreeMap<String, T>>,
+}
+
+impl<T> Several<T> {
+    /// The earliest row used in any of the files.
+    fn first_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.reports.iter().filter_map(|r| r.first_time).min()
+    }
+}
+
+/// Reads every file with `read_one` (the single-file ingest, so errors keep naming the file
+/// and line) and combines a customer's rows of one week found in two files with `merge`:
+/// what the ingest does for two time buckets. Duplicate rows are detected within a file,
+/// not across files; a watched folder holds one file per week, and a duplicate shares its
+/// time, hence its week, hence its file.
+fn read_several<T>(
+    paths: &[PathBuf],
+    merge: fn(&mut T, &T),
+    read_one: impl Fn(
+        &std::path::Path,
+    ) -> Result<
+        (SourceReport, BTreeMap<IsoWeek, BTreeMap<String, T>>),
+        StoreIngestError,
+    >,
+) -> Result<Several<T>, StoreIngestError> {
+    let mut several = Several {
+        reports: Vec::with_capacity(paths.len()),
+        buckets: BTreeMap::new(),
+    };
+    for path in paths {
+        let (report, buckets) = read_one(path)?;
+        several.reports.push(report);
+        for (week, customers) in buckets {
+            let into = several.buckets.entry(week).or_default();
+            if into.is_empty() {
+                *into = customers;
+                continue;
+            }
+            for (id, value) in customers {
+                match into.get_mut(&id) {
+                    Some(existing) => merge(existing, &value),
+                    None => {
+                        into.insert(id, value);
+                    }
+                }
+            }
+        }
+    }
+    Ok(several)
+}
+
 /// Runs `segscope track`; async parts (an embedding API) run on `runtime`, which must not be
 /// the caller's own runtime thread.
 pub fn run_track(
@@ -73,7 +132,7 @@ pub fn run_track(
     let track = &settings.track;
     let seed = settings.run.seed;
     let mut stages = Stages::new(progress);
-    if request.transactions.is_none() && request.events.is_none() {
+    if request.transactions.is_empty() && request.events.is_empty() {
         return Err(PipelineError::Unsupported {
             file: "(none)".into(),
             message: "track needs --transactions, --events or both".into(),
@@ -82,12 +141,14 @@ pub fn run_track(
     }
     let as_of = request.weeks.map(|r| r.last.end());
     let delimiter = settings.delimiter_byte();
-    let purchases = match &request.transactions {
-        Some(path) => {
-            progress.start("reading transactions", 0);
-            Some(
-                stages
-                    .run("ingest_transactions", || {
+    let purchases = if request.transactions.is_empty() {
+        None
+    } else {
+        progress.start("reading transactions", 0);
+        Some(
+            stages
+                .run("ingest_transactions", || {
+                    read_several(&request.transactions, CustomerPurchases::merge, |path| {
                         read_transactions_by(
                             path,
                             &settings.transactions,
@@ -96,18 +157,20 @@ pub fn run_track(
                             IsoWeek::of,
                             progress,
                         )
+                        .map(|r| (r.report, r.buckets))
                     })
-                    .map_err(PipelineError::from)?,
-            )
-        }
-        None => None,
+                })
+                .map_err(PipelineError::from)?,
+        )
     };
-    let browsing = match &request.events {
-        Some(path) => {
-            progress.start("reading events", 0);
-            Some(
-                stages
-                    .run("ingest_events", || {
+    let browsing = if request.events.is_empty() {
+        None
+    } else {
+        progress.start("reading events", 0);
+        Some(
+            stages
+                .run("ingest_events", || {
+                    read_several(&request.events, CustomerBrowsing::merge, |path| {
                         read_events_by(
                             path,
                             &settings.events,
@@ -116,16 +179,16 @@ pub fn run_track(
                             IsoWeek::of,
                             progress,
                         )
+                        .map(|r| (r.report, r.buckets))
                     })
-                    .map_err(PipelineError::from)?,
-            )
-        }
-        None => None,
+                })
+                .map_err(PipelineError::from)?,
+        )
     };
-    let reports: Vec<&crate::ingest::store::SourceReport> = purchases
+    let reports: Vec<&SourceReport> = purchases
         .iter()
-        .map(|p| &p.report)
-        .chain(browsing.iter().map(|b| &b.report))
+        .flat_map(|p| &p.reports)
+        .chain(browsing.iter().flat_map(|b| &b.reports))
         .collect();
     let source: String = reports
         .iter()
@@ -168,7 +231,7 @@ pub fn run_track(
         None => {
             let start = browsing
                 .as_ref()
-                .and_then(|b| b.report.first_time)
+                .and_then(Several::first_time)
                 .unwrap_or(first_time);
             WeekRange {
                 first: IsoWeek::of(start),
@@ -183,7 +246,7 @@ pub fn run_track(
             weeks: weeks.len(),
         });
     }
-    let first_transaction = purchases.as_ref().and_then(|p| p.report.first_time);
+    let first_transaction = purchases.as_ref().and_then(Several::first_time);
     let mut inputs = BTreeMap::new();
     for r in &reports {
         inputs.insert(r.file.clone(), r.sha256.clone());
