@@ -266,7 +266,9 @@ impl CliError {
             },
             CliError::Agent(AgentError::Model(_)) => 6,
             CliError::Serve(crate::serve::ServeError::Bind { .. }) => 2,
-            CliError::Serve(crate::serve::ServeError::DataDir { .. }) => 5,
+            CliError::Serve(
+                crate::serve::ServeError::DataDir { .. } | crate::serve::ServeError::Watch(_),
+            ) => 5,
             CliError::Serve(
                 crate::serve::ServeError::Io(_)
                 | crate::serve::ServeError::Threads(_)
@@ -430,6 +432,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     "serving on a non-loopback address without serve.token: anyone who can reach it can read every run"
                 );
             }
+            let watch = &settings.serve.watch;
+            if watch.enabled {
+                println!(
+                    "segscope serve: watching {} for weekly transactions*/events* files (run {}, every {}s)",
+                    watch.folder_in(&args.data_dir).display(),
+                    watch.run_id,
+                    watch.poll_secs
+                );
+            }
             let runtime = runtime()?;
             runtime.block_on(async {
                 let state = crate::serve::AppState::new(settings, args.data_dir.clone())?;
@@ -460,14 +471,10 @@ pub fn track_request(
     if let Some(n) = args.refit_every {
         settings.track.refit_every = n;
     }
-    let maps = args.maps.clone().unwrap_or_else(|| vec![MapMethod::Pca]);
-    if maps.contains(&MapMethod::Tsne) {
-        return Err(CliError::Usage(
-            "--maps tsne: weekly tracking places later weeks with PCA and UMAP; t-SNE is not \
-             available for track yet"
-                .into(),
-        ));
-    }
+    let maps = args
+        .maps
+        .clone()
+        .unwrap_or_else(|| settings.track.maps.clone());
     if let Some(k) = args.k {
         settings.segment.k = k;
     }

@@ -282,6 +282,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("segment.maps")
+                .with_list_parse_key("track.maps")
                 .source(Some(env)),
         );
         let mut settings: Settings = builder
@@ -329,6 +330,9 @@ impl Settings {
                  serve.upload_timeout_secs must be above 0"
                     .into(),
             );
+        }
+        if let Err(message) = self.serve.watch.validate() {
+            return bad(message);
         }
         if let Err(message) = self.slack.validate() {
             return bad(message);

@@ -86,6 +86,8 @@ pub struct TrackSettings {
     /// Refit the segments every this many weeks after the fit, on the last `fit_weeks`
     /// weeks, matching them to the old ids (0: never).
     pub refit_every: usize,
+    /// Maps every week is placed on when `--maps` is not given (PCA is always drawn).
+    pub maps: Vec<crate::domain::MapMethod>,
     /// PSI from which a shift is worth watching.
     pub psi_watch: f64,
     /// PSI from which a shift is real.
