@@ -50,8 +50,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use super::AppState;
-use super::jobs::{JobRequest, JobStatus};
-use super::live::{RunUpdate, RunUpdates};
+use super::jobs::{JobRequest, JobState, JobStatus};
+use super::live::RunUpdate;
 use crate::analysis::progress::Progress;
 use crate::track::{TrackError, TrackRequest, run_track};
 
@@ -167,6 +167,8 @@ impl Watch {
             folder: folder.clone(),
             source,
         })?;
+        // A re-run cut short by a previous stop leaves its staging folder; never a run.
+        remove_dir_if_present(&staging_dir(state.runs.dir(), &settings.run_id));
         Ok(Watch {
             state: state.clone(),
             folder,
@@ -243,6 +245,7 @@ impl Watch {
             return Ok(Poll::Settling);
         }
         let request = self.request(&listing);
+        let announce = Arc::clone(&request.announce);
         seen.tracked = Some(listing);
         tracing::info!(
             run_id = self.run_id.as_str(),
@@ -256,6 +259,18 @@ impl Watch {
             .jobs
             .start(self.run_id.clone(), JobRequest::Track(Box::new(request)));
         seen.running = Some(status.clone());
+        let mut follow = status.clone();
+        let updates = Arc::clone(&self.state.updates);
+        tokio::spawn(async move {
+            let succeeded = match follow.wait_for(|s| s.state.is_terminal()).await {
+                Ok(done) => done.state == JobState::Succeeded,
+                Err(_) => false,
+            };
+            let update = announce.lock().ok().and_then(|mut a| a.take());
+            if let (true, Some(update)) = (succeeded, update) {
+                updates.publish(update);
+            }
+        });
         Ok(Poll::Started(status))
     }
 
@@ -280,7 +295,7 @@ impl Watch {
             },
             run_dir: runs.join(&self.run_id),
             run_id: self.run_id.clone(),
-            updates: Arc::clone(&self.state.updates),
+            announce: Arc::new(Mutex::new(None)),
         }
     }
 }
@@ -295,13 +310,16 @@ pub fn staging_dir(runs_dir: &Path, run_id: &str) -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct WatchedTrack {
     /// The track, writing into the staging folder.
-    pub request: TrackRequest,
+    request: TrackRequest,
     /// The run folder it replaces.
-    pub run_dir: PathBuf,
+    run_dir: PathBuf,
     /// The run id (for the announcement).
-    pub run_id: String,
-    /// Where the new week is announced.
-    pub updates: Arc<RunUpdates>,
+    run_id: String,
+    /// The announcement a successful re-run leaves for [`Watch::poll`]'s follower, which
+    /// publishes it once the job is marked succeeded: a dashboard told of a new week finds
+    /// the job finished, and a service stopping in between does not record a finished
+    /// re-run as interrupted.
+    announce: Arc<Mutex<Option<RunUpdate>>>,
 }
 
 impl WatchedTrack {
@@ -310,9 +328,10 @@ impl WatchedTrack {
         &self.request.out_dir
     }
 
-    /// Tracks into the staging folder, puts it in place of the run and announces the last
-    /// week when `movement.json` changed. On any failure the staging folder is removed and
-    /// the run folder is as it was.
+    /// Tracks into the staging folder, puts it in place of the run and, when
+    /// `movement.json` changed, leaves the announcement of its last week to be published
+    /// once the job has succeeded. On any failure the staging folder is removed and the run
+    /// folder is as it was.
     pub fn run(
         &self,
         runtime: &tokio::runtime::Handle,
@@ -347,10 +366,12 @@ impl WatchedTrack {
                     week = week.as_str(),
                     "watched run updated"
                 );
-                self.updates.publish(RunUpdate::WeekAdded {
-                    run_id: self.run_id.clone(),
-                    week,
-                });
+                if let Ok(mut announce) = self.announce.lock() {
+                    *announce = Some(RunUpdate::WeekAdded {
+                        run_id: self.run_id.clone(),
+                        week,
+                    });
+                }
             }
             _ => tracing::info!(
                 run_id = self.run_id.as_str(),
