@@ -20,8 +20,9 @@ use super::{TrackError, TrackRequest, TrackSettings};
 use crate::analysis::clustering::{self, ClusterSpec, KChoice, SegmentModel};
 use crate::analysis::knn::{KnnIndex, knn_graph};
 use crate::analysis::maps::pca::{PcaModel, fit_pca};
+use crate::analysis::maps::tsne::{TransformParams, TsneMap, TsneParams, fit_tsne};
 use crate::analysis::maps::umap::{UmapModel, UmapParams, fit_umap};
-use crate::analysis::progress::Progress;
+use crate::analysis::progress::{NoProgress, Progress};
 use crate::domain::{BrowsingDocument, MapMethod, Method};
 use crate::embedding::{ConfiguredEmbedder, Embedder};
 use crate::ingest::store::{
@@ -63,6 +64,8 @@ struct Placed {
     pca: Option<Array2<f64>>,
     /// UMAP coordinates (transform into the fit weeks' map), when `--maps` asked for it.
     umap: Option<Array2<f64>>,
+    /// t-SNE coordinates (openTSNE transform into the fit weeks' map), when asked for.
+    tsne: Option<Array2<f64>>,
 }
 
 /// Several files of one kind read into one set of weekly buckets, with each file's report.
@@ -416,6 +419,50 @@ pub fn run_track(
     } else {
         None
     };
+    let tsne_failed = |message: String| PipelineError::Map {
+        map: "tsne",
+        message,
+    };
+    // t-SNE is fitted on the fit weeks like UMAP; every week is placed by its transform,
+    // which finds each point's neighbours among the fit weeks' customer-weeks (UMAP's index
+    // when there is one: any kNN graph of the same reference serves the search).
+    let tsne: Option<(TsneMap, Option<KnnIndex>, TransformParams, usize)> =
+        if request.maps.contains(&MapMethod::Tsne) {
+            progress.start("t-SNE of the fit weeks", 0);
+            let t = &settings.tsne;
+            let params = TsneParams {
+                perplexity: t.perplexity,
+                theta: t.theta,
+                max_iter: t.max_iter,
+                ..TsneParams::default()
+            };
+            let map = stages
+                .run("tsne", || fit_tsne(x_fit.view(), &params, seed, progress))
+                .map_err(|e| tsne_failed(e.to_string()))?;
+            let transform = TransformParams::default();
+            let k = transform.neighbours().clamp(1, n_fit - 1);
+            let own_index = match &umap {
+                Some(_) => None,
+                None => {
+                    let knn = knn_graph(x_fit.view(), k, seed, progress)
+                        .map_err(|e| tsne_failed(e.to_string()))?;
+                    Some(
+                        KnnIndex::new(x_fit.view(), &knn, seed)
+                            .map_err(|e| tsne_failed(e.to_string()))?,
+                    )
+                }
+            };
+            notes.push(format!(
+                "The t-SNE map was fitted on the fit weeks' {n_fit} customer-weeks (perplexity \
+                 {:.0}) and every week placed into it by its transform, so a customer whose \
+                 features did not change stays where they were; gaps between t-SNE groups are \
+                 not distances.",
+                map.perplexity
+            ));
+            Some((map, own_index, transform, k))
+        } else {
+            None
+        };
 
     progress.start("placing weeks", states.len() as u64);
     let mut models = Models {
@@ -427,6 +474,7 @@ pub fn run_track(
         next_id: k,
     };
     let mut refits: Vec<Refit> = Vec::new();
+    let umap_index = umap.as_ref().map(|(_, index, _)| index);
     let placed: Vec<Placed> = stages.run("assign", || -> Result<Vec<Placed>, PipelineError> {
         let mut placed: Vec<Placed> = Vec::with_capacity(states.len());
         for (w, ((state, (e, unseen)), (flags, _))) in
@@ -463,6 +511,21 @@ pub fn run_track(
                 }
                 None => None,
             };
+            let tsne = match &tsne {
+                Some((map, own_index, transform, k)) => {
+                    let Some(index) = own_index.as_ref().or(umap_index) else {
+                        return Err(tsne_failed("no neighbour index for t-SNE".into()));
+                    };
+                    let neighbours = index
+                        .query(x.view(), *k)
+                        .map_err(|e| tsne_failed(e.to_string()))?;
+                    Some(
+                        map.transform(&neighbours, transform, &NoProgress)
+                            .map_err(|e| tsne_failed(e.to_string()))?,
+                    )
+                }
+                None => None,
+            };
             progress.advance(1);
             placed.push(Placed {
                 segment,
@@ -470,6 +533,7 @@ pub fn run_track(
                 anomaly: flags.clone(),
                 pca,
                 umap,
+                tsne,
             });
             if w + 1 == track.fit_weeks {
                 let total: usize = models.reference.iter().map(Vec::len).sum();
@@ -1235,6 +1299,7 @@ fn write_files(
     };
     let mut writer = csv::Writer::from_writer(Vec::new());
     let with_umap = placed.iter().any(|p| p.umap.is_some());
+    let with_tsne = placed.iter().any(|p| p.tsne.is_some());
     let mut header = vec![
         "week",
         "id",
@@ -1247,28 +1312,35 @@ fn write_files(
     if with_umap {
         header.extend(["umap_x", "umap_y"]);
     }
+    if with_tsne {
+        header.extend(["tsne_x", "tsne_y"]);
+    }
     writer.write_record(&header).map_err(err)?;
+    let xy = |c: &Option<Array2<f64>>, i: usize| -> [String; 2] {
+        c.as_ref()
+            .map(|c| [c[[i, 0]].to_string(), c[[i, 1]].to_string()])
+            .unwrap_or_default()
+    };
     for (state, p) in states.iter().zip(placed) {
         let week = state.week.to_string();
         for (i, id) in state.ids.iter().enumerate() {
-            let (x, y) = p
-                .pca
-                .as_ref()
-                .map(|c| (c[[i, 0]].to_string(), c[[i, 1]].to_string()))
-                .unwrap_or_default();
-            writer
-                .write_record([
-                    week.as_str(),
-                    id,
-                    &p.segment[i]
-                        .map(|s| (s + 1).to_string())
-                        .unwrap_or_default(),
-                    if p.anomaly[i] { "anomaly" } else { "" },
-                    &p.distance[i].map(|d| d.to_string()).unwrap_or_default(),
-                    &x,
-                    &y,
-                ])
-                .map_err(err)?;
+            let mut record = vec![
+                week.clone(),
+                id.clone(),
+                p.segment[i]
+                    .map(|s| (s + 1).to_string())
+                    .unwrap_or_default(),
+                if p.anomaly[i] { "anomaly" } else { "" }.to_string(),
+                p.distance[i].map(|d| d.to_string()).unwrap_or_default(),
+            ];
+            record.extend(xy(&p.pca, i));
+            if with_umap {
+                record.extend(xy(&p.umap, i));
+            }
+            if with_tsne {
+                record.extend(xy(&p.tsne, i));
+            }
+            writer.write_record(&record).map_err(err)?;
         }
     }
     let csv = writer.into_inner().map_err(|e| ReportError::Serialize {
