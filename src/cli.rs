@@ -475,6 +475,8 @@ pub fn track_request(
         .maps
         .clone()
         .unwrap_or_else(|| settings.track.maps.clone());
+    // The run records the maps it drew (movement.json's thresholds, run.json's settings).
+    settings.track.maps.clone_from(&maps);
     if let Some(k) = args.k {
         settings.segment.k = k;
     }
