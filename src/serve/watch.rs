@@ -35,7 +35,10 @@
 //!   again only once its files change.
 //! - **One announcement per change.** [`RunUpdate::WeekAdded`] with the run's last week is
 //!   published when the new `movement.json` differs from the one it replaced (a new week, or
-//!   changed data within the weeks), never for a re-run that changed nothing.
+//!   changed data within the weeks), never for a re-run that changed nothing, and only once
+//!   the job is marked succeeded. The watch remembers nothing across restarts: a service
+//!   that starts re-tracks the folder once, which announces nothing when the run was
+//!   already up to date.
 //! - **A job like any other.** The re-run is a [`super::jobs::Jobs`] job under the run id:
 //!   followed by `GET /api/v1/runs/{id}/progress`, queued behind runs started through the
 //!   API, computed on the service's worker pool, counted in the runs metrics, marked
@@ -199,10 +202,13 @@ impl Watch {
             if kind_of(&name).is_none() {
                 continue;
             }
-            let meta = entry.metadata().map_err(failed)?;
-            if !meta.is_file() {
-                continue;
-            }
+            let meta = match entry.metadata() {
+                Ok(meta) if meta.is_file() => meta,
+                Ok(_) => continue,
+                // Removed between the listing and now: not there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(failed(e)),
+            };
             listing.insert(
                 name,
                 Stamp {
