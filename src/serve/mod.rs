@@ -222,8 +222,9 @@ pub async fn serve(
         .map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, "segscope serve listening");
-    ready(bound);
+    // Before `ready`: a watched folder that cannot be used stops the start, not a later look.
     watch::spawn(&state)?;
+    ready(bound);
     let stop = Arc::clone(&state.stop);
     let mut stopping = state.stopping.clone();
     tokio::spawn(async move {
