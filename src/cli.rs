@@ -275,7 +275,9 @@ impl CliError {
             },
             CliError::Agent(AgentError::Model(_)) => 6,
             CliError::Serve(crate::serve::ServeError::Bind { .. }) => 2,
-            CliError::Serve(crate::serve::ServeError::DataDir { .. }) => 5,
+            CliError::Serve(
+                crate::serve::ServeError::DataDir { .. } | crate::serve::ServeError::Watch(_),
+            ) => 5,
             CliError::Serve(
                 crate::serve::ServeError::Io(_)
                 | crate::serve::ServeError::Threads(_)
@@ -444,6 +446,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     "serving on a non-loopback address without serve.token: anyone who can reach it can read every run"
                 );
             }
+            let watch = &settings.serve.watch;
+            if watch.enabled {
+                println!(
+                    "segscope serve: watching {} for weekly transactions*/events* files (run {}, every {}s)",
+                    watch.folder_in(&args.data_dir).display(),
+                    watch.run_id,
+                    watch.poll_secs
+                );
+            }
             let runtime = runtime()?;
             runtime.block_on(async {
                 let state = crate::serve::AppState::new(settings, args.data_dir.clone())?;
@@ -474,14 +485,12 @@ pub fn track_request(
     if let Some(n) = args.refit_every {
         settings.track.refit_every = n;
     }
-    let maps = args.maps.clone().unwrap_or_else(|| vec![MapMethod::Pca]);
-    if maps.contains(&MapMethod::Tsne) {
-        return Err(CliError::Usage(
-            "--maps tsne: weekly tracking places later weeks with PCA and UMAP; t-SNE is not \
-             available for track yet"
-                .into(),
-        ));
-    }
+    let maps = args
+        .maps
+        .clone()
+        .unwrap_or_else(|| settings.track.maps.clone());
+    // The run records the maps it drew (movement.json's thresholds, run.json's settings).
+    settings.track.maps.clone_from(&maps);
     if let Some(k) = args.k {
         settings.segment.k = k;
     }
@@ -493,8 +502,8 @@ pub fn track_request(
     }
     settings.validate()?;
     Ok(crate::track::TrackRequest {
-        transactions: args.transactions.clone(),
-        events: args.events.clone(),
+        transactions: args.transactions.iter().cloned().collect(),
+        events: args.events.iter().cloned().collect(),
         weeks: args.weeks,
         maps,
         settings,

@@ -282,6 +282,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("segment.maps")
+                .with_list_parse_key("track.maps")
                 .source(Some(env)),
         );
         let mut settings: Settings = builder
@@ -329,6 +330,9 @@ impl Settings {
                  serve.upload_timeout_secs must be above 0"
                     .into(),
             );
+        }
+        if let Err(message) = self.serve.watch.validate() {
+            return bad(message);
         }
         if let Err(message) = self.slack.validate() {
             return bad(message);
@@ -494,6 +498,55 @@ mod tests {
         let e = Settings::load_with_env(None, env(&[("SEGSCOPE__SLACK__RUN", "../x")]))
             .expect_err("bad run");
         assert!(e.to_string().contains("slack.run"), "{e}");
+    }
+
+    #[test]
+    fn the_serve_watch_and_track_maps_come_from_the_environment_and_are_checked() {
+        let s = Settings::load(None).expect("defaults");
+        assert!(!s.serve.watch.enabled, "the watch is off by default");
+        assert_eq!(
+            s.serve.watch.folder_in(Path::new("data")),
+            Path::new("data/watch")
+        );
+        assert_eq!(s.track.maps, vec![MapMethod::Pca]);
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("SEGSCOPE__SERVE__WATCH__ENABLED", "true"),
+                ("SEGSCOPE__SERVE__WATCH__FOLDER", "/srv/weekly"),
+                ("SEGSCOPE__SERVE__WATCH__RUN_ID", "shop"),
+                ("SEGSCOPE__SERVE__WATCH__POLL_SECS", "5"),
+                ("SEGSCOPE__TRACK__MAPS", "pca,umap,tsne"),
+            ]),
+        )
+        .expect("load");
+        assert!(s.serve.watch.enabled);
+        assert_eq!(s.serve.watch.run_id, "shop");
+        assert_eq!(s.serve.watch.poll_secs, 5.0);
+        assert_eq!(
+            s.serve.watch.folder_in(Path::new("data")),
+            Path::new("/srv/weekly")
+        );
+        assert_eq!(
+            s.track.maps,
+            vec![MapMethod::Pca, MapMethod::Umap, MapMethod::Tsne]
+        );
+        for (key, value, named) in [
+            (
+                "SEGSCOPE__SERVE__WATCH__POLL_SECS",
+                "0",
+                "serve.watch.poll_secs",
+            ),
+            (
+                "SEGSCOPE__SERVE__WATCH__RUN_ID",
+                "../runs",
+                "serve.watch.run_id",
+            ),
+            ("SEGSCOPE__SERVE__WATCH__EVERY", "5", "every"),
+        ] {
+            let e = Settings::load_with_env(None, env(&[(key, value)])).expect_err(key);
+            assert!(e.to_string().contains(named), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -64,8 +64,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn track_into(data: &Path, out: &Path) -> (MovementDocument, f64) {
     let request = TrackRequest {
-        transactions: Some(data.join("transactions.csv.gz")),
-        events: Some(data.join("events.csv")),
+        transactions: vec![data.join("transactions.csv.gz")],
+        events: vec![data.join("events.csv")],
         weeks: Some(WEEKS.parse::<WeekRange>().expect("range")),
         maps: vec![MapMethod::Pca],
         settings: settings(),
@@ -480,6 +480,59 @@ fn default_weeks_start_once_the_browsing_window_is_complete() {
     assert!(partial_note(&early), "{:#}", early["notes"]);
 }
 
+#[test]
+fn every_map_places_each_week_in_the_fit_weeks_frame_whatever_the_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = repeating_events(dir.path());
+    let track = |threads: &str| {
+        let out = dir.path().join(format!("out-{threads}"));
+        segscope()
+            .args(["--threads", threads, "track", "--events"])
+            .arg(&events)
+            .arg("--out")
+            .arg(&out)
+            .args(["--fit-weeks", "2", "--seed", "3", "--maps", "pca,umap,tsne"])
+            .env("SEGSCOPE__TRACK__BROWSING_WINDOW_WEEKS", "1")
+            .assert()
+            .success();
+        (
+            std::fs::read_to_string(out.join("weekly_assignments.csv")).expect("csv"),
+            std::fs::read_to_string(out.join("movement.json")).expect("movement"),
+        )
+    };
+    let (csv, movement) = track("1");
+    assert_eq!(
+        csv.lines().next(),
+        Some("week,id,segment,reason,fit_distance,pca_x,pca_y,umap_x,umap_y,tsne_x,tsne_y")
+    );
+    // The store repeats itself every week: every customer keeps their features, so every
+    // map must put them where it put them the week before.
+    let mut per_week: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let (week, rest) = line.split_once(',').expect("week");
+        let tsne_x = rest.rsplit(',').nth(1).expect("tsne_x");
+        assert!(tsne_x.parse::<f64>().is_ok_and(f64::is_finite), "{line}");
+        per_week.entry(week).or_default().push(rest);
+    }
+    let weeks: Vec<&Vec<&str>> = per_week.values().collect();
+    assert_eq!(weeks.len(), 4);
+    for w in &weeks[1..] {
+        assert_eq!(
+            *w, weeks[0],
+            "same segments and the same coordinates on every map"
+        );
+    }
+    let doc: Value = serde_json::from_str(&movement).expect("json");
+    assert!(
+        doc["notes"].as_array().expect("notes").iter().any(|n| n
+            .as_str()
+            .is_some_and(|n| n.contains("t-SNE map was fitted"))),
+        "{movement}"
+    );
+    // Bit for bit the same with two threads.
+    assert_eq!(track("2"), (csv, movement));
+}
+
 /// Runs `segscope track --events EVENTS --out OUT ARGS...`; its exit code and stderr.
 fn track_failure(events: &Path, out: &Path, args: &[&str]) -> (Option<i32>, String) {
     let o = segscope()
@@ -525,10 +578,6 @@ fn bad_input_gives_one_line_naming_the_argument() {
     let (code, err) = track_failure(&empty, &out, &[]);
     assert_eq!(code, Some(3));
     assert!(err.contains("empty.csv") && err.contains("empty"), "{err}");
-    // t-SNE has no weekly placement yet.
-    let (code, err) = track_failure(&events, &out, &["--maps", "pca,tsne"]);
-    assert_eq!(code, Some(2));
-    assert!(err.contains("--maps tsne"));
     // No input at all.
     let o = segscope()
         .args(["track", "--out"])
@@ -609,8 +658,8 @@ fn timing_on_a_larger_store() {
         store.counts.transaction_lines
     );
     let request = TrackRequest {
-        transactions: Some(data.join("transactions.csv.gz")),
-        events: Some(data.join("events.csv")),
+        transactions: vec![data.join("transactions.csv.gz")],
+        events: vec![data.join("events.csv")],
         weeks: Some(WEEKS.parse::<WeekRange>().expect("range")),
         maps: vec![MapMethod::Pca],
         settings: settings(),
@@ -660,8 +709,8 @@ fn ask_what_changed_this_week_answers_with_the_weeks_summary_and_its_figures() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let request = TrackRequest {
-        transactions: Some(p.data.join("transactions.csv.gz")),
-        events: Some(p.data.join("events.csv")),
+        transactions: vec![p.data.join("transactions.csv.gz")],
+        events: vec![p.data.join("events.csv")],
         weeks: Some(
             format!("2026-W36..{PLANTED_WEEK}")
                 .parse::<WeekRange>()

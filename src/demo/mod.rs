@@ -148,8 +148,8 @@ pub fn run_demo(
     weekly_settings.track.browsing_window_weeks = DEMO_BROWSING_WINDOW_WEEKS;
     let weekly = run_track(
         &TrackRequest {
-            transactions: Some(store.transactions.clone()),
-            events: Some(store.events.clone()),
+            transactions: vec![store.transactions.clone()],
+            events: vec![store.events.clone()],
             weeks: Some(tracked_weeks(&spec)),
             maps: vec![MapMethod::Pca, MapMethod::Umap],
             settings: weekly_settings,

@@ -373,6 +373,103 @@ fn assign_personas(n: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<usize> {
     personas
 }
 
+/// One ISO week of a store as weekly exports deliver it (see [`split_by_week`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeekFiles {
+    /// The week.
+    pub week: crate::track::IsoWeek,
+    /// `transactions-<week>.csv.gz`, when the week has transaction lines.
+    pub transactions: Option<PathBuf>,
+    /// `events-<week>.csv`, when the week has event lines.
+    pub events: Option<PathBuf>,
+}
+
+/// Splits a generated store into one file per ISO week and kind in `dir` (created if
+/// missing), each with the original header and its lines byte for byte, in file order: what
+/// a shop that exports weekly sends, and what the serve watch reads. A line whose time
+/// cannot be read (the planted malformed ones) goes with the line before it (the first
+/// readable one, at the start). Weeks come out in calendar order.
+pub fn split_by_week(store: &PlantedStore, dir: &Path) -> io::Result<Vec<WeekFiles>> {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    std::fs::create_dir_all(dir)?;
+    let mut transactions = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&store.transactions)?)
+        .read_to_end(&mut transactions)?;
+    let events = std::fs::read(&store.events)?;
+    let mut weeks: BTreeMap<crate::track::IsoWeek, WeekFiles> = BTreeMap::new();
+    for (bytes, column, kind) in [
+        (&transactions, "InvoiceDate", "transactions"),
+        (&events, "event_time", "events"),
+    ] {
+        for (week, body) in split_lines(bytes, column)? {
+            let entry = weeks.entry(week).or_insert(WeekFiles {
+                week,
+                transactions: None,
+                events: None,
+            });
+            if kind == "transactions" {
+                let path = dir.join(format!("transactions-{week}.csv.gz"));
+                let mut out = GzEncoder::new(std::fs::File::create(&path)?, Compression::fast());
+                out.write_all(&body)?;
+                out.finish()?;
+                entry.transactions = Some(path);
+            } else {
+                let path = dir.join(format!("events-{week}.csv"));
+                std::fs::write(&path, &body)?;
+                entry.events = Some(path);
+            }
+        }
+    }
+    Ok(weeks.into_values().collect())
+}
+
+/// The header plus each week's lines of a CSV, by the ISO week of `column`.
+fn split_lines(
+    bytes: &[u8],
+    column: &str,
+) -> io::Result<std::collections::BTreeMap<crate::track::IsoWeek, Vec<u8>>> {
+    let invalid = |e: csv::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
+    let at = reader
+        .byte_headers()
+        .map_err(invalid)?
+        .iter()
+        .position(|h| h == column.as_bytes())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no {column}")))?;
+    let header_end = usize::try_from(reader.position().byte()).unwrap_or(bytes.len());
+    let header = &bytes[..header_end.min(bytes.len())];
+    let mut out: std::collections::BTreeMap<crate::track::IsoWeek, Vec<u8>> =
+        std::collections::BTreeMap::new();
+    let mut record = csv::ByteRecord::new();
+    let mut current = None;
+    // Lines before the first readable time go with the first week.
+    let mut orphans: Vec<u8> = Vec::new();
+    loop {
+        let start = usize::try_from(reader.position().byte()).unwrap_or(bytes.len());
+        if !reader.read_byte_record(&mut record).map_err(invalid)? {
+            break;
+        }
+        let end = usize::try_from(reader.position().byte()).unwrap_or(bytes.len());
+        let time = record
+            .get(at)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(crate::ingest::store::parse_time);
+        if let Some(t) = time {
+            current = Some(crate::track::IsoWeek::of(t));
+        }
+        let line = &bytes[start.min(end)..end.min(bytes.len())];
+        let Some(week) = current else {
+            orphans.extend_from_slice(line);
+            continue;
+        };
+        let body = out.entry(week).or_insert_with(|| header.to_vec());
+        body.append(&mut orphans);
+        body.extend_from_slice(line);
+    }
+    Ok(out)
+}
+
 /// Writes the store into `dir` (created if missing).
 pub fn generate(spec: &StoreSpec, dir: &Path) -> io::Result<PlantedStore> {
     std::fs::create_dir_all(dir)?;

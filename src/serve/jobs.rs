@@ -18,6 +18,9 @@ use super::metrics::{Metrics, ModelUsageCounts};
 use crate::analysis::progress::Progress;
 use crate::pipeline::{SegmentRequest, StoreSegmentRequest, run_segment, run_store_segment};
 
+/// Why a job failed: the error of whichever use case it ran.
+type JobError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +71,8 @@ pub enum JobRequest {
     Table(SegmentRequest),
     /// Store data.
     Store(StoreSegmentRequest),
+    /// A re-run of the watched folder (see [`super::watch`]); boxed, being the largest.
+    Track(Box<super::watch::WatchedTrack>),
 }
 
 /// Milestones of a run and the share of the run done when each starts: the stages every run
@@ -182,6 +187,7 @@ impl Jobs {
         let out_dir = match &request {
             JobRequest::Table(r) => r.out_dir.clone(),
             JobRequest::Store(r) => r.out_dir.clone(),
+            JobRequest::Track(r) => r.out_dir().to_path_buf(),
         };
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.insert(run_id.clone(), (sender.clone(), out_dir.clone()));
@@ -199,9 +205,14 @@ impl Jobs {
             };
             let (runtime, pool) = (jobs.runtime.clone(), Arc::clone(&jobs.pool));
             let outcome = tokio::task::spawn_blocking(move || {
-                let result = pool.install(|| match &request {
-                    JobRequest::Table(r) => run_segment(r, &progress).map(|_| ()),
-                    JobRequest::Store(r) => run_store_segment(r, &runtime, &progress).map(|_| ()),
+                let result: Result<(), JobError> = pool.install(|| match &request {
+                    JobRequest::Table(r) => run_segment(r, &progress)
+                        .map(|_| ())
+                        .map_err(JobError::from),
+                    JobRequest::Store(r) => run_store_segment(r, &runtime, &progress)
+                        .map(|_| ())
+                        .map_err(JobError::from),
+                    JobRequest::Track(r) => r.run(&runtime, &progress).map_err(JobError::from),
                 });
                 (result, progress)
             })

@@ -7,7 +7,9 @@
 //!
 //! Layout of the data directory: `runs/<run id>/` holds one run's files (`segments.json`,
 //! `assignments.csv`, `report.html`, `run.json`), exactly as `segscope segment --out` writes
-//! them, so a run made on the command line is served by copying its folder there.
+//! them, so a run made on the command line is served by copying its folder there. With
+//! `serve.watch.enabled`, `watch/` (or `serve.watch.folder`) holds weekly files that are
+//! tracked again into `runs/<serve.watch.run_id>` whenever they change (see [`watch`]).
 //!
 //! Routes:
 //! - `GET /healthz`: the process answers (no dependency checked);
@@ -53,6 +55,7 @@ pub mod settings;
 pub mod slack;
 pub mod start;
 pub mod uploads;
+pub mod watch;
 pub mod webchat;
 
 use std::net::SocketAddr;
@@ -98,6 +101,9 @@ pub enum ServeError {
     /// The Slack app's HTTP client could not be built.
     #[error("cannot set up the Slack app: {0}")]
     Slack(String),
+    /// The watched folder cannot be used.
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
 }
 
 /// What every handler shares.
@@ -216,6 +222,8 @@ pub async fn serve(
         .map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, "segscope serve listening");
+    // Before `ready`: a watched folder that cannot be used stops the start, not a later look.
+    watch::spawn(&state)?;
     ready(bound);
     let stop = Arc::clone(&state.stop);
     let mut stopping = state.stopping.clone();

@@ -9,10 +9,15 @@
 //! A week's state is RFM as of Sunday 23:59:59 UTC (every purchase up to then) and browsing
 //! over the trailing `track.browsing_window_weeks` weeks. The first `track.fit_weeks` weeks
 //! fit everything once: the local embedder, the scaler and block weights, k-means with the
-//! configured k (auto by default), PCA and, when asked, UMAP. Every week, fit weeks
-//! included, is then placed with the fitted model (PCA projection and UMAP transform put it in
-//! the fit weeks' map frame; t-SNE is not offered for tracking yet): a customer's segment is the nearest centroid, so a week without
-//! change assigns everyone as before and segment ids stay stable.
+//! configured k (auto by default), PCA and, when asked (`--maps` or `track.maps`), UMAP and
+//! t-SNE. Every week, fit weeks included, is then placed with the fitted model: a customer's
+//! segment is the nearest centroid, so a week without change assigns everyone as before and
+//! segment ids stay stable; the maps put the week in the fit weeks' frame (PCA by its
+//! projection, UMAP by its transform, t-SNE by openTSNE's transform, each point optimised
+//! alone against the fixed map from the median of its nearest fit-week neighbours). A
+//! customer whose features did not change therefore keeps their coordinates, and movement on
+//! the maps is movement in the data. The maps' columns in `weekly_assignments.csv` are
+//! `pca_x,pca_y`, then `umap_x,umap_y` and `tsne_x,tsne_y` when drawn.
 //!
 //! # Refits
 //! With `track.refit_every = N`, k-means is refitted every N weeks after the fit on the last
@@ -87,6 +92,8 @@ pub struct TrackSettings {
     /// Refit the segments every this many weeks after the fit, on the last `fit_weeks`
     /// weeks, matching them to the old ids (0: never).
     pub refit_every: usize,
+    /// Maps every week is placed on when `--maps` is not given (PCA is always drawn).
+    pub maps: Vec<crate::domain::MapMethod>,
     /// PSI from which a shift is worth watching.
     pub psi_watch: f64,
     /// PSI from which a shift is real.
@@ -190,17 +197,18 @@ impl TrackSettings {
 /// A validated request to track store data week by week.
 #[derive(Debug, Clone)]
 pub struct TrackRequest {
-    /// Transactions (Online Retail II layout), if any.
-    pub transactions: Option<PathBuf>,
-    /// Browsing events (REES46 layout), if any.
-    pub events: Option<PathBuf>,
+    /// Transactions files (Online Retail II layout), possibly none: several files are read
+    /// as one (a watched folder holds one per week), each with its own report and errors.
+    pub transactions: Vec<PathBuf>,
+    /// Browsing events files (REES46 layout), possibly none, read as one like transactions.
+    pub events: Vec<PathBuf>,
     /// The weeks to track; `None` tracks every week of the data from the first whose
     /// trailing browsing window lies wholly in the data (counted from the first browsing
     /// event, or the first transaction when there are no events; from the first week itself
     /// when that would leave no week after the fit weeks).
     pub weeks: Option<WeekRange>,
-    /// Maps to place every week on: PCA always; UMAP (fitted on the fit weeks, later weeks
-    /// placed by its transform) when listed.
+    /// Maps to place every week on: PCA always; UMAP and t-SNE (fitted on the fit weeks,
+    /// every week placed by their transforms) when listed.
     pub maps: Vec<crate::domain::MapMethod>,
     /// Effective settings (`track.fit_weeks` already overridden by `--fit-weeks`).
     pub settings: Settings,

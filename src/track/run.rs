@@ -21,11 +21,15 @@ use super::{TrackError, TrackRequest, TrackSettings};
 use crate::analysis::clustering::{self, ClusterSpec, KChoice, SegmentModel};
 use crate::analysis::knn::{KnnIndex, knn_graph};
 use crate::analysis::maps::pca::{PcaModel, fit_pca};
+use crate::analysis::maps::tsne::{TransformParams, TsneMap, TsneParams, fit_tsne};
 use crate::analysis::maps::umap::{UmapModel, UmapParams, fit_umap};
-use crate::analysis::progress::Progress;
+use crate::analysis::progress::{NoProgress, Progress};
 use crate::domain::{BrowsingDocument, MapMethod, Method};
 use crate::embedding::{ConfiguredEmbedder, Embedder};
-use crate::ingest::store::{read_events_by, read_transactions_by};
+use crate::ingest::store::{
+    CustomerBrowsing, CustomerPurchases, SourceReport, StoreIngestError, read_events_by,
+    read_transactions_by,
+};
 use crate::llm::ChatBackend;
 use crate::pipeline::PipelineError;
 use crate::pipeline::engine::{Stages, write_run_record};
@@ -62,6 +66,64 @@ struct Placed {
     pca: Option<Array2<f64>>,
     /// UMAP coordinates (transform into the fit weeks' map), when `--maps` asked for it.
     umap: Option<Array2<f64>>,
+    /// t-SNE coordinates (openTSNE transform into the fit weeks' map), when asked for.
+    tsne: Option<Array2<f64>>,
+}
+
+/// Several files of one kind read into one set of weekly buckets, with each file's report.
+struct Several<T> {
+    /// One report per file, in the request's order.
+    reports: Vec<SourceReport>,
+    /// Per week, per customer: the files' rows combined.
+    buckets: BTreeMap<IsoWeek, BTreeMap<String, T>>,
+}
+
+impl<T> Several<T> {
+    /// The earliest row used in any of the files.
+    fn first_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.reports.iter().filter_map(|r| r.first_time).min()
+    }
+}
+
+/// Reads every file with `read_one` (the single-file ingest, so errors keep naming the file
+/// and line) and combines a customer's rows of one week found in two files with `merge`:
+/// what the ingest does for two time buckets. Duplicate rows are detected within a file,
+/// not across files; a watched folder holds one file per week, and a duplicate shares its
+/// time, hence its week, hence its file.
+fn read_several<T>(
+    paths: &[PathBuf],
+    merge: fn(&mut T, &T),
+    read_one: impl Fn(
+        &std::path::Path,
+    ) -> Result<
+        (SourceReport, BTreeMap<IsoWeek, BTreeMap<String, T>>),
+        StoreIngestError,
+    >,
+) -> Result<Several<T>, StoreIngestError> {
+    let mut several = Several {
+        reports: Vec::with_capacity(paths.len()),
+        buckets: BTreeMap::new(),
+    };
+    for path in paths {
+        let (report, buckets) = read_one(path)?;
+        several.reports.push(report);
+        for (week, customers) in buckets {
+            let into = several.buckets.entry(week).or_default();
+            if into.is_empty() {
+                *into = customers;
+                continue;
+            }
+            for (id, value) in customers {
+                match into.get_mut(&id) {
+                    Some(existing) => merge(existing, &value),
+                    None => {
+                        into.insert(id, value);
+                    }
+                }
+            }
+        }
+    }
+    Ok(several)
 }
 
 /// Runs `segscope track`; async parts (an embedding API) run on `runtime`, which must not be
@@ -78,7 +140,7 @@ pub fn run_track(
     let backend =
         ChatBackend::from_settings(&settings.llm, seed).map_err(PipelineError::ChatSettings)?;
     let mut stages = Stages::new(progress);
-    if request.transactions.is_none() && request.events.is_none() {
+    if request.transactions.is_empty() && request.events.is_empty() {
         return Err(PipelineError::Unsupported {
             file: "(none)".into(),
             message: "track needs --transactions, --events or both".into(),
@@ -87,12 +149,14 @@ pub fn run_track(
     }
     let as_of = request.weeks.map(|r| r.last.end());
     let delimiter = settings.delimiter_byte();
-    let purchases = match &request.transactions {
-        Some(path) => {
-            progress.start("reading transactions", 0);
-            Some(
-                stages
-                    .run("ingest_transactions", || {
+    let purchases = if request.transactions.is_empty() {
+        None
+    } else {
+        progress.start("reading transactions", 0);
+        Some(
+            stages
+                .run("ingest_transactions", || {
+                    read_several(&request.transactions, CustomerPurchases::merge, |path| {
                         read_transactions_by(
                             path,
                             &settings.transactions,
@@ -101,18 +165,20 @@ pub fn run_track(
                             IsoWeek::of,
                             progress,
                         )
+                        .map(|r| (r.report, r.buckets))
                     })
-                    .map_err(PipelineError::from)?,
-            )
-        }
-        None => None,
+                })
+                .map_err(PipelineError::from)?,
+        )
     };
-    let browsing = match &request.events {
-        Some(path) => {
-            progress.start("reading events", 0);
-            Some(
-                stages
-                    .run("ingest_events", || {
+    let browsing = if request.events.is_empty() {
+        None
+    } else {
+        progress.start("reading events", 0);
+        Some(
+            stages
+                .run("ingest_events", || {
+                    read_several(&request.events, CustomerBrowsing::merge, |path| {
                         read_events_by(
                             path,
                             &settings.events,
@@ -121,16 +187,16 @@ pub fn run_track(
                             IsoWeek::of,
                             progress,
                         )
+                        .map(|r| (r.report, r.buckets))
                     })
-                    .map_err(PipelineError::from)?,
-            )
-        }
-        None => None,
+                })
+                .map_err(PipelineError::from)?,
+        )
     };
-    let reports: Vec<&crate::ingest::store::SourceReport> = purchases
+    let reports: Vec<&SourceReport> = purchases
         .iter()
-        .map(|p| &p.report)
-        .chain(browsing.iter().map(|b| &b.report))
+        .flat_map(|p| &p.reports)
+        .chain(browsing.iter().flat_map(|b| &b.reports))
         .collect();
     let source: String = reports
         .iter()
@@ -174,7 +240,7 @@ pub fn run_track(
             let start = IsoWeek::of(
                 browsing
                     .as_ref()
-                    .and_then(|b| b.report.first_time)
+                    .and_then(Several::first_time)
                     .unwrap_or(first_time),
             );
             // The first week whose trailing browsing window lies wholly in the data: before
@@ -197,7 +263,7 @@ pub fn run_track(
     };
     let browsing_start = browsing
         .as_ref()
-        .and_then(|b| b.report.first_time)
+        .and_then(Several::first_time)
         .map(IsoWeek::of);
     if let Some(browsing_start) = browsing_start {
         let complete = window_complete(browsing_start, track.browsing_window_weeks);
@@ -215,7 +281,7 @@ pub fn run_track(
             weeks: weeks.len(),
         });
     }
-    let first_transaction = purchases.as_ref().and_then(|p| p.report.first_time);
+    let first_transaction = purchases.as_ref().and_then(Several::first_time);
     let mut inputs = BTreeMap::new();
     for r in &reports {
         inputs.insert(r.file.clone(), r.sha256.clone());
@@ -385,6 +451,50 @@ pub fn run_track(
     } else {
         None
     };
+    let tsne_failed = |message: String| PipelineError::Map {
+        map: "tsne",
+        message,
+    };
+    // t-SNE is fitted on the fit weeks like UMAP; every week is placed by its transform,
+    // which finds each point's neighbours among the fit weeks' customer-weeks (UMAP's index
+    // when there is one: any kNN graph of the same reference serves the search).
+    let tsne: Option<(TsneMap, Option<KnnIndex>, TransformParams, usize)> =
+        if request.maps.contains(&MapMethod::Tsne) {
+            progress.start("t-SNE of the fit weeks", 0);
+            let t = &settings.tsne;
+            let params = TsneParams {
+                perplexity: t.perplexity,
+                theta: t.theta,
+                max_iter: t.max_iter,
+                ..TsneParams::default()
+            };
+            let map = stages
+                .run("tsne", || fit_tsne(x_fit.view(), &params, seed, progress))
+                .map_err(|e| tsne_failed(e.to_string()))?;
+            let transform = TransformParams::default();
+            let k = transform.neighbours().clamp(1, n_fit - 1);
+            let own_index = match &umap {
+                Some(_) => None,
+                None => {
+                    let knn = knn_graph(x_fit.view(), k, seed, progress)
+                        .map_err(|e| tsne_failed(e.to_string()))?;
+                    Some(
+                        KnnIndex::new(x_fit.view(), &knn, seed)
+                            .map_err(|e| tsne_failed(e.to_string()))?,
+                    )
+                }
+            };
+            notes.push(format!(
+                "The t-SNE map was fitted on the fit weeks' {n_fit} customer-weeks (perplexity \
+                 {:.0}) and every week placed into it by its transform, so a customer whose \
+                 features did not change stays where they were; gaps between t-SNE groups are \
+                 not distances.",
+                map.perplexity
+            ));
+            Some((map, own_index, transform, k))
+        } else {
+            None
+        };
 
     progress.start("placing weeks", states.len() as u64);
     let mut models = Models {
@@ -396,6 +506,7 @@ pub fn run_track(
         next_id: k,
     };
     let mut refits: Vec<Refit> = Vec::new();
+    let umap_index = umap.as_ref().map(|(_, index, _)| index);
     let placed: Vec<Placed> = stages.run("assign", || -> Result<Vec<Placed>, PipelineError> {
         let mut placed: Vec<Placed> = Vec::with_capacity(states.len());
         for (w, ((state, (e, unseen)), (flags, _))) in
@@ -432,6 +543,21 @@ pub fn run_track(
                 }
                 None => None,
             };
+            let tsne = match &tsne {
+                Some((map, own_index, transform, k)) => {
+                    let Some(index) = own_index.as_ref().or(umap_index) else {
+                        return Err(tsne_failed("no neighbour index for t-SNE".into()));
+                    };
+                    let neighbours = index
+                        .query(x.view(), *k)
+                        .map_err(|e| tsne_failed(e.to_string()))?;
+                    Some(
+                        map.transform(&neighbours, transform, &NoProgress)
+                            .map_err(|e| tsne_failed(e.to_string()))?,
+                    )
+                }
+                None => None,
+            };
             progress.advance(1);
             placed.push(Placed {
                 segment,
@@ -439,6 +565,7 @@ pub fn run_track(
                 anomaly: flags.clone(),
                 pca,
                 umap,
+                tsne,
             });
             if w + 1 == track.fit_weeks {
                 let total: usize = models.reference.iter().map(Vec::len).sum();
@@ -1226,6 +1353,7 @@ fn write_files(
     };
     let mut writer = csv::Writer::from_writer(Vec::new());
     let with_umap = placed.iter().any(|p| p.umap.is_some());
+    let with_tsne = placed.iter().any(|p| p.tsne.is_some());
     let mut header = vec![
         "week",
         "id",
@@ -1238,14 +1366,17 @@ fn write_files(
     if with_umap {
         header.extend(["umap_x", "umap_y"]);
     }
+    if with_tsne {
+        header.extend(["tsne_x", "tsne_y"]);
+    }
     writer.write_record(&header).map_err(err)?;
+    let xy = |c: &Option<Array2<f64>>, i: usize| -> [String; 2] {
+        c.as_ref()
+            .map(|c| [c[[i, 0]].to_string(), c[[i, 1]].to_string()])
+            .unwrap_or_default()
+    };
     for (state, p) in states.iter().zip(placed) {
         let week = state.week.to_string();
-        // Every map of the header, in its order; a week whose map could not be drawn
-        // leaves its cells empty rather than shortening the row.
-        let maps: Vec<Option<&Array2<f64>>> = std::iter::once(p.pca.as_ref())
-            .chain(with_umap.then_some(p.umap.as_ref()))
-            .collect();
         for (i, id) in state.ids.iter().enumerate() {
             let mut record = vec![
                 week.clone(),
@@ -1256,11 +1387,12 @@ fn write_files(
                 if p.anomaly[i] { "anomaly" } else { "" }.to_string(),
                 p.distance[i].map(|d| d.to_string()).unwrap_or_default(),
             ];
-            for coordinates in &maps {
-                let (x, y) = coordinates
-                    .map(|c| (c[[i, 0]].to_string(), c[[i, 1]].to_string()))
-                    .unwrap_or_default();
-                record.extend([x, y]);
+            record.extend(xy(&p.pca, i));
+            if with_umap {
+                record.extend(xy(&p.umap, i));
+            }
+            if with_tsne {
+                record.extend(xy(&p.tsne, i));
             }
             writer.write_record(&record).map_err(err)?;
         }

@@ -41,6 +41,7 @@ pub use transactions::{
     BucketedPurchases, CustomerPurchases, TransactionLedger, read_transactions,
     read_transactions_by,
 };
+pub(crate) use values::parse_time;
 
 /// How a transactions file is read; section `[transactions]` of the settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, NaiveDate, Utc};
 
 /// Parses a timestamp in one of the accepted layouts; `None` when it is none of them.
-pub(super) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     let t = text.trim();
     let bare = [" UTC", "UTC", "Z", "z", "+00:00", " +00:00"]
         .iter()
