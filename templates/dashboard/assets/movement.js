@@ -41,7 +41,7 @@
   }
   function hideTip() { tip.hidden = true; }
   function drawShares(doc) {
-    var svg = $("shares-chart"), W = 900, H = 260, L = 44, R = 12, T = 10, B = 28;
+    var svg = $("shares-chart"), W = 900, H = 260, L = 44, R = 36, T = 10, B = 28;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     var weeks = doc.shares.map(function (w) { return w.week; }), ids = doc.segments.map(function (s) { return s.id; });
     var max = 0;
@@ -250,7 +250,7 @@
     if (a.kind === "anomaly") { return e.count + " bot-like browsers, median " + num(e.median_views) + " views, up to " + num(e.max_views); }
     if (a.kind === "emerging_segment") {
       var n = e.novelty || {};
-      return e.size + " customers (" + pct(e.share_of_customers) + ") over-indexing on " + (e.over_indexed || []).slice(0, 3).join(", ") + (n.token ? "; " + n.token + " now " + pct(n.share_now) : "");
+      return e.size + " customers (" + pct(e.share_of_customers) + ") over-indexing on " + (e.over_indexed || []).slice(0, 3).map(function (t) { return t.token; }).join(", ") + (n.token ? "; " + n.token + " now " + pct(n.share_now) : "");
     }
     return "";
   }
