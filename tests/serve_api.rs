@@ -737,8 +737,8 @@ fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
 }
 
 /// The routes the service registers, read from its source: every `.route("...")` in
-/// src/serve; those in api.rs, maps.rs, movement.rs and webchat.rs are nested under /api/v1. HTML pages and assets are the
-/// dashboard's, not the API's.
+/// src/serve; those in api.rs, maps.rs, movement.rs and webchat.rs are nested under /api/v1.
+/// HTML pages and assets are the dashboard's, not the API's.
 fn routes_in_source() -> std::collections::BTreeSet<(String, String)> {
     let mut routes = std::collections::BTreeSet::new();
     let mut files = Vec::new();
