@@ -740,7 +740,7 @@ async fn the_movement_page_draws_shares_flows_the_weekly_map_and_alerts_and_take
         .open(&format!("{base}/runs/shop-track/movement"))
         .await;
     let ready = "(() => { const m = window.segscopeMovement; return m && m.doc && m.sankey && m.sankey.links > 0 \
-                 && m.map.ready && m.map.idsReady && m.live === 'open'; })()";
+                 && m.map.ready && m.live === 'open'; })()";
     wait_for(&page, ready, "the movement page", long).await;
     assert_eq!(eval(&page, "segscopeMovement.error").await, Value::Null);
     eval(&page, "window.notReloaded = true").await;

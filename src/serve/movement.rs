@@ -479,17 +479,18 @@ pub struct SegmentCountOut {
     pub count: usize,
 }
 
+/// Movement between two weeks, counted.
+#[derive(Debug, PartialEq)]
+struct Counted {
+    customers_in_both: usize,
+    flows: Vec<FlowOut>,
+    entered: Vec<SegmentCountOut>,
+    left: Vec<SegmentCountOut>,
+}
+
 /// Flows between two weeks counted from the weekly assignments, exactly as the tracker
 /// counts consecutive weeks (see `src/track/run.rs`).
-fn count_flows(
-    before: &Week,
-    after: &Week,
-) -> (
-    usize,
-    Vec<FlowOut>,
-    Vec<SegmentCountOut>,
-    Vec<SegmentCountOut>,
-) {
+fn count_flows(before: &Week, after: &Week) -> Counted {
     let mut sizes: BTreeMap<u32, usize> = BTreeMap::new();
     for &s in before.segments.iter().filter(|&&s| s != 0) {
         *sizes.entry(s).or_default() += 1;
@@ -534,8 +535,12 @@ fn count_flows(
             rate: count as f64 / sizes.get(&from).copied().unwrap_or(0).max(1) as f64,
         })
         .collect();
-    let both = flows.iter().map(|f| f.count).sum();
-    (both, flows, counts(entered), counts(left))
+    Counted {
+        customers_in_both: flows.iter().map(|f| f.count).sum(),
+        flows,
+        entered: counts(entered),
+        left: counts(left),
+    }
 }
 
 async fn flows(
@@ -583,16 +588,16 @@ async fn flows(
             "left": t["left"],
         })));
     }
-    let (both, flows, entered, left) = count_flows(from, to);
+    let counted = count_flows(from, to);
     Ok(Json(json!({
         "run": run_id,
         "from_week": from.label,
         "to_week": to.label,
         "source": "weekly_assignments",
-        "customers_in_both": both,
-        "flows": flows,
-        "entered": entered,
-        "left": left,
+        "customers_in_both": counted.customers_in_both,
+        "flows": counted.flows,
+        "entered": counted.entered,
+        "left": counted.left,
     })))
 }
 
@@ -809,10 +814,10 @@ mod tests {
             "2026-W42",
             &[("a", 2), ("b", 1), ("d", 1), ("f", 2), ("e", 0)],
         );
-        let (both, flows, entered, left) = count_flows(&before, &after);
-        assert_eq!(both, 2);
+        let counted = count_flows(&before, &after);
+        assert_eq!(counted.customers_in_both, 2);
         assert_eq!(
-            flows,
+            counted.flows,
             vec![
                 FlowOut {
                     from: 1,
@@ -830,7 +835,7 @@ mod tests {
         );
         // d was excluded before, f is new: both entered; c vanished, e was excluded after.
         assert_eq!(
-            entered,
+            counted.entered,
             vec![
                 SegmentCountOut {
                     segment: 1,

@@ -92,8 +92,12 @@
   // Sankey between the chosen weeks: segments of the earlier week on the left, of the later
   // week on the right, a band per flow as wide as its customers.
   var fromSel = $("flow-from"), toSel = $("flow-to");
+  var lastWeek = null;
   function fillWeekSelects() {
     var from = fromSel.value, to = toSel.value, n = state.weeks.length;
+    // Following the latest week: a new week moves the right-hand side along.
+    if (to === lastWeek) { to = null; if (from === state.weeks[n - 3]) { from = null; } }
+    lastWeek = state.weeks[n - 1];
     fromSel.replaceChildren(); toSel.replaceChildren();
     state.weeks.forEach(function (w) { option(fromSel, w, w); option(toSel, w, w); });
     fromSel.value = from && state.weeks.indexOf(from) >= 0 ? from : state.weeks[Math.max(0, n - 2)];
@@ -151,9 +155,11 @@
   var pm = PointMap(canvas, {
     onDraw: function (m) { state.map.pointsDrawn = m.pointsDrawn; if (!state.map.ready) { state.map.ready = true; statusEl.hidden = true; } },
     onHover: function (ev, i) {
-      var w = state.map.week, list = ids[state.map.method + "|" + w], layer = pm.current();
+      var w = state.map.week, method = state.map.method, list = ids[method + "|" + w], layer = pm.current();
       if (i < 0 || !layer) { hovered = null; hideTip(); return; }
       hovered = i;
+      // Ids are fetched for a week only once someone needs them (a hover, an alert).
+      if (!list) { loadIds(method, w).catch(function () {}); }
       showTip(ev, [list ? list[i] : "customer " + (i + 1), segName(layer.seg[i]), w]);
     },
     onLeave: function () { hovered = null; hideTip(); }
@@ -204,6 +210,7 @@
       pm.show(layer, !first);
       colour(layer);
       drawLegend(layer);
+      if (!ids[key] && !(highlight && highlight.week === week)) { return; }
       return loadIds(method, week).then(function () {
         if (state.map.week === week && state.map.method === method) { state.map.idsReady = true; colour(layer); }
       });
@@ -331,7 +338,12 @@
       load().then(function () { return showWeek(atEnd ? state.weeks[state.weeks.length - 1] : state.map.week); })
         .catch(function (e) { fail("The new week could not be loaded: " + e.message); });
     };
-    source.addEventListener("subscribed", function () { state.live = "open"; live.textContent = "live updates: on"; });
+    var subscriptions = 0;
+    source.addEventListener("subscribed", function () {
+      state.live = "open"; live.textContent = "live updates: on";
+      // A reconnection may have missed weeks.
+      if (++subscriptions > 1) { refresh(); }
+    });
     source.addEventListener("week_added", function (ev) {
       var update = JSON.parse(ev.data);
       live.textContent = "live updates: on (" + update.week + " added)";
