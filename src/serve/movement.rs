@@ -848,7 +848,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            left,
+            counted.left,
             vec![SegmentCountOut {
                 segment: 2,
                 count: 2
