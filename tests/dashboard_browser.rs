@@ -127,7 +127,10 @@ async fn wait_for(page: &Page, expression: &str, what: &str, limit: Duration) ->
         if Instant::now() > deadline {
             let state = eval(
                 page,
-                "JSON.stringify({map: window.segscopeMap || null, chat: window.segscopeChat || null})",
+                "JSON.stringify({url: location.href, map: window.segscopeMap || null, chat: window.segscopeChat || null, \
+                 movement: window.segscopeMovement ? {live: segscopeMovement.live, error: segscopeMovement.error, map: segscopeMovement.map, \
+                 sankey: segscopeMovement.sankey, alert: segscopeMovement.alert, updates: segscopeMovement.updates} : null, \
+                 text: document.body ? document.body.innerText.slice(0, 400) : null})",
             )
             .await;
             panic!("timed out waiting for {what} ({expression}); page state: {state}");
