@@ -3,7 +3,9 @@
 //! directory holding real runs; the tests load the pages, check that the WebGL map draws
 //! every customer, hover a point and read its tooltip, ask a question in the chat and read
 //! the streamed answer, and save a screenshot of each page (under Cargo's test temp dir,
-//! `dashboard/`), checking that it shows something. A third test loads a 200,000-point map
+//! `dashboard/`), checking that it shows something. The movement page of a tracked run is
+//! checked the same way (share lines, Sankey, the weekly map, an alert's customers) and
+//! takes a new week from the live event stream without a reload. A third test loads a 200,000-point map
 //! and prints load, frame and hover timings (measured, not asserted beyond sanity).
 //!
 //! Waiting is done by polling page state with a deadline, never by fixed sleeps.
@@ -30,7 +32,7 @@ use chromiumoxide::page::{Page, ScreenshotParams};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use support::dashboard::{
-    STORE_CUSTOMERS, assignments, make_store_run, make_table_run, settings, start,
+    STORE_CUSTOMERS, assignments, make_store_run, make_table_run, make_track_run, settings, start,
 };
 use support::openai_stub::{ChatAnswer, OpenAiStub};
 
@@ -125,7 +127,10 @@ async fn wait_for(page: &Page, expression: &str, what: &str, limit: Duration) ->
         if Instant::now() > deadline {
             let state = eval(
                 page,
-                "JSON.stringify({map: window.segscopeMap || null, chat: window.segscopeChat || null})",
+                "JSON.stringify({url: location.href, map: window.segscopeMap || null, chat: window.segscopeChat || null, \
+                 movement: window.segscopeMovement ? {live: segscopeMovement.live, error: segscopeMovement.error, map: segscopeMovement.map, \
+                 sankey: segscopeMovement.sankey, alert: segscopeMovement.alert, updates: segscopeMovement.updates} : null, \
+                 text: document.body ? document.body.innerText.slice(0, 400) : null})",
             )
             .await;
             panic!("timed out waiting for {what} ({expression}); page state: {state}");
@@ -658,6 +663,300 @@ async fn with_a_token_the_browser_logs_in_and_the_map_loads_with_the_cookie() {
         eval(&page, "document.cookie").await,
         "",
         "the session cookie is HTTP-only"
+    );
+    chrome.close().await;
+    server.stop().await;
+}
+
+/// `movement.json` and `weekly_assignments.csv` as they were before the run's last week:
+/// what a watched track held a week earlier.
+fn without_last_week(movement: &Value, csv: &str) -> (Value, String) {
+    let last = movement["weeks"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let mut doc = movement.clone();
+    doc["weeks"].as_array_mut().unwrap().pop();
+    let keep = |list: &mut Value, field: &str| {
+        list.as_array_mut()
+            .unwrap()
+            .retain(|item| item[field] != last);
+    };
+    keep(&mut doc["shares"], "week");
+    keep(&mut doc["transitions"], "to_week");
+    keep(&mut doc["alerts"], "week");
+    keep(&mut doc["summaries"], "week");
+    keep(&mut doc["psi"]["shares"], "week");
+    keep(&mut doc["psi"]["features"], "week");
+    let last = last.as_str().unwrap().to_string();
+    let rows: String = csv
+        .lines()
+        .filter(|line| !line.starts_with(&format!("{last},")))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    (doc, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_movement_page_draws_shares_flows_the_weekly_map_and_alerts_and_takes_a_new_week_live()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = make_track_run(dir.path(), "shop-track");
+    let full_doc: Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("movement.json")).unwrap()).unwrap();
+    let full_csv = std::fs::read_to_string(run_dir.join("weekly_assignments.csv")).unwrap();
+    // The page first sees the run a week short; the last week arrives while it is open.
+    let (doc, csv) = without_last_week(&full_doc, &full_csv);
+    std::fs::write(run_dir.join("movement.json"), doc.to_string()).unwrap();
+    std::fs::write(run_dir.join("weekly_assignments.csv"), &csv).unwrap();
+    let weeks: Vec<String> = doc["weeks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    let rows_in = |csv: &str, week: &str| -> Vec<String> {
+        csv.lines()
+            .filter(|l| l.starts_with(&format!("{week},")))
+            .map(|l| l.split(',').nth(1).unwrap().to_string())
+            .collect()
+    };
+    let server = start(dir.path(), settings(&[])).await;
+    let base = server.base.clone();
+    let chrome = Chrome::launch().await;
+    let long = Duration::from_secs(60);
+
+    // A track-only folder is listed, linking its movement page.
+    let runs = chrome.open(&format!("{base}/")).await;
+    let link = wait_for(
+        &runs,
+        "document.querySelector('#runs a') && document.querySelector('#runs a').getAttribute('href')",
+        "the runs list",
+        long,
+    )
+    .await;
+    assert_eq!(link, "/runs/shop-track/movement");
+
+    let page = chrome
+        .open(&format!("{base}/runs/shop-track/movement"))
+        .await;
+    let ready = "(() => { const m = window.segscopeMovement; return m && m.doc && m.sankey && m.sankey.links > 0 \
+                 && m.map.ready && m.live === 'open'; })()";
+    wait_for(&page, ready, "the movement page", long).await;
+    assert_eq!(eval(&page, "segscopeMovement.error").await, Value::Null);
+    eval(&page, "window.notReloaded = true").await;
+
+    // One share line per segment, in segment order; hovering a week lists its shares.
+    let segments: Vec<Value> = doc["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| json!(s["id"].to_string()))
+        .collect();
+    assert_eq!(
+        eval(
+            &page,
+            "Array.from(document.querySelectorAll('#shares-chart .share-line')).map(l => l.dataset.segment)"
+        )
+        .await,
+        json!(segments)
+    );
+    let week3 = &doc["shares"][3];
+    let tip = eval(
+        &page,
+        &format!(
+            "(() => {{ const c = document.querySelector('.hover-col[data-week=\"{}\"]'), r = c.getBoundingClientRect();
+               c.dispatchEvent(new MouseEvent('mousemove', {{clientX: r.left + r.width / 2, clientY: r.top + 20, bubbles: true}}));
+               return Array.from(document.querySelectorAll('#tooltip div')).map(d => d.textContent); }})()",
+            weeks[3]
+        ),
+    )
+    .await;
+    let first = &week3["segments"][0];
+    let share = (first["share"].as_f64().unwrap() * 1000.0).round() / 10.0;
+    assert_eq!(tip[0], weeks[3].as_str());
+    assert_eq!(
+        tip[1],
+        format!(
+            "Segment {}: {share}% ({})",
+            first["segment"], first["count"]
+        )
+    );
+
+    // The Sankey of the last two weeks is the stored transition.
+    let n = weeks.len();
+    let transition = doc["transitions"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        eval(&page, "[segscopeMovement.sankey.from, segscopeMovement.sankey.to, segscopeMovement.sankey.source]").await,
+        json!([weeks[n - 2], weeks[n - 1], "transitions"])
+    );
+    let drawn = eval(
+        &page,
+        "Array.from(document.querySelectorAll('#sankey path.flow')).map(p => [Number(p.dataset.from), Number(p.dataset.to), Number(p.dataset.count)])",
+    )
+    .await;
+    let stored: Vec<Value> = transition["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| json!([f["from"], f["to"], f["count"]]))
+        .collect();
+    assert_eq!(drawn, json!(stored));
+    // Two weeks apart: counted by the server from the weekly assignments.
+    eval(
+        &page,
+        &format!(
+            "(() => {{ const s = document.getElementById('flow-from'); s.value = '{}'; s.dispatchEvent(new Event('change')); return true; }})()",
+            weeks[0]
+        ),
+    )
+    .await;
+    wait_for(
+        &page,
+        &format!(
+            "segscopeMovement.sankey.from === '{}' && segscopeMovement.sankey.source === 'weekly_assignments'",
+            weeks[0]
+        ),
+        "the Sankey of non-consecutive weeks",
+        long,
+    )
+    .await;
+    let flows: Value = reqwest::get(format!(
+        "{base}/api/v1/runs/shop-track/movement/flows?from={}&to={}",
+        weeks[0],
+        weeks[n - 1]
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        eval(
+            &page,
+            "Array.from(document.querySelectorAll('#sankey path.flow')).reduce((s, p) => s + Number(p.dataset.count), 0)"
+        )
+        .await,
+        flows["customers_in_both"]
+    );
+    assert_eq!(
+        eval(&page, "segscopeMovement.sankey.links").await,
+        json!(flows["flows"].as_array().unwrap().len())
+    );
+
+    // The map starts on the last week and steps to another with the slider.
+    assert_eq!(
+        eval(&page, "segscopeMovement.map.week").await,
+        weeks[n - 1].as_str()
+    );
+    assert_eq!(
+        eval(&page, "segscopeMovement.map.pointsDrawn").await,
+        json!(rows_in(&csv, &weeks[n - 1]).len())
+    );
+    eval(
+        &page,
+        "(() => { const s = document.getElementById('week-slider'); s.value = '2'; s.dispatchEvent(new Event('input')); return true; })()",
+    )
+    .await;
+    wait_for(
+        &page,
+        &format!(
+            "segscopeMovement.map.week === '{}' && segscopeMovement.map.ready",
+            weeks[2]
+        ),
+        "the map of the third week",
+        long,
+    )
+    .await;
+    assert_eq!(
+        eval(&page, "segscopeMovement.map.pointsDrawn").await,
+        json!(rows_in(&csv, &weeks[2]).len())
+    );
+    screenshot(&page, "movement.png", 40).await;
+
+    // Clicking an alert lists its customers and lights them up on that week's map.
+    let alerts = doc["alerts"].as_array().unwrap();
+    let (index, alert) = alerts
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a["kind"] == "migration")
+        .expect("a migration alert");
+    page.find_element(&format!("#alerts button[data-index='{index}']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let week = alert["week"].as_str().unwrap();
+    wait_for(
+        &page,
+        &format!(
+            "segscopeMovement.alert && segscopeMovement.alert.index === {index} && segscopeMovement.map.week === '{week}' \
+             && segscopeMovement.map.ready && segscopeMovement.map.idsReady && segscopeMovement.map.highlighted > 0"
+        ),
+        "the alert's customers",
+        long,
+    )
+    .await;
+    let customers: Vec<Value> = alert["customers"].as_array().unwrap().clone();
+    assert_eq!(
+        eval(
+            &page,
+            "Array.from(document.querySelectorAll('#alert-customers tr.alert-customer')).map(r => r.dataset.id)"
+        )
+        .await,
+        json!(customers.iter().take(50).collect::<Vec<_>>())
+    );
+    assert_eq!(
+        eval(&page, "segscopeMovement.map.highlighted").await,
+        json!(customers.len())
+    );
+    screenshot(&page, "movement-alert.png", 40).await;
+
+    // The last week arrives: the files are rewritten and the watch announces it.
+    std::fs::write(run_dir.join("weekly_assignments.csv"), &full_csv).unwrap();
+    std::fs::write(run_dir.join("movement.json"), full_doc.to_string()).unwrap();
+    let added = full_doc["weeks"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap();
+    server
+        .updates
+        .publish(segscope::serve::live::RunUpdate::WeekAdded {
+            run_id: "shop-track".into(),
+            week: added.to_string(),
+        });
+    wait_for(
+        &page,
+        &format!(
+            "document.body.dataset.updates === '1' && document.getElementById('week-count').textContent === '{}' \
+             && Array.from(document.querySelectorAll('#flow-to option')).some(o => o.value === '{added}')",
+            n + 1
+        ),
+        "the new week on the page",
+        long,
+    )
+    .await;
+    assert_eq!(
+        eval(&page, "window.notReloaded === true").await,
+        json!(true)
+    );
+    assert_eq!(
+        eval(&page, "document.getElementById('week-slider').max").await,
+        json!(n.to_string())
+    );
+    assert_eq!(
+        eval(
+            &page,
+            "document.querySelectorAll('#shares-chart .share-line').length"
+        )
+        .await,
+        json!(full_doc["segments"].as_array().unwrap().len())
     );
     chrome.close().await;
     server.stop().await;

@@ -674,7 +674,9 @@ fn sample_request(path: &str, method: &str) -> (String, Option<(&'static str, Ve
         .replace("/inbox/{name}", "/inbox/sample.csv")
         .replace("{method}", "pca")
         .replace("{customer_id}", "iris-001")
-        .replace("/kpis/{name}", "/kpis/monetary");
+        .replace("/kpis/{name}", "/kpis/monetary")
+        .replace("{week}", "2026-W41")
+        .replace("{index}", "0");
     let body = match (method, path) {
         ("put", "/api/v1/inbox/{name}") => Some(("text/csv", b"id,x\na,1\n".to_vec())),
         ("post", "/api/v1/runs") => Some((
@@ -735,8 +737,8 @@ fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
 }
 
 /// The routes the service registers, read from its source: every `.route("...")` in
-/// src/serve; those in api.rs are nested under /api/v1. HTML pages and assets are the
-/// dashboard's, not the API's.
+/// src/serve; those in api.rs, maps.rs, movement.rs and webchat.rs are nested under /api/v1.
+/// HTML pages and assets are the dashboard's, not the API's.
 fn routes_in_source() -> std::collections::BTreeSet<(String, String)> {
     let mut routes = std::collections::BTreeSet::new();
     let mut files = Vec::new();
@@ -754,7 +756,7 @@ fn routes_in_source() -> std::collections::BTreeSet<(String, String)> {
     for path in files {
         let source = std::fs::read_to_string(&path).unwrap();
         // Routers nested under /api/v1 (the dashboard's pages are not).
-        let nested = ["api.rs", "maps.rs", "webchat.rs"]
+        let nested = ["api.rs", "maps.rs", "movement.rs", "webchat.rs"]
             .iter()
             .any(|f| path.file_name().unwrap() == *f);
         for piece in source.split(".route(\"").skip(1) {

@@ -96,7 +96,9 @@ impl From<RunError> for ApiError {
             RunError::InvalidId(_) | RunError::UnknownFile(_) => {
                 ApiError::BadRequest(error.to_string())
             }
-            RunError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            RunError::NotFound(_) | RunError::NoMovement(_) => {
+                ApiError::NotFound(error.to_string())
+            }
             RunError::Unreadable { .. } => {
                 tracing::error!(%error, "run unreadable");
                 ApiError::Internal
@@ -118,6 +120,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/segments/{segment}", get(segment))
         .route("/runs/{id}/files/{name}", get(file))
         .merge(super::maps::routes())
+        .merge(super::movement::routes())
         .merge(super::webchat::api_routes())
 }
 

@@ -8,6 +8,12 @@
 //! - `GET /runs/{id}`: the map (WebGL, drawn by `assets/map.js` from the binary points of
 //!   [`super::maps`]), segment cards (`#segment-N`), the validity panel in plain words and
 //!   the downloads;
+//!   (a run only `segscope track` wrote redirects to its movement page);
+//! - `GET /runs/{id}/movement`: a tracked run's weeks (`assets/movement.js` over
+//!   [`super::movement`]): segment shares over the weeks (SVG), a Sankey of the flows
+//!   between any two weeks, the map stepped week by week (WebGL, drawn by the same
+//!   `assets/pointmap.js` as the run map), and the alerts with their customers; it follows
+//!   the run's event stream and takes new weeks in without a reload;
 //! - `GET /runs/{id}/report`: the run's own `report.html` briefing, as written;
 //! - `GET /runs/{id}/chat`: the web chat (`assets/chat.js` over [`super::webchat`]);
 //! - `GET /login`, `POST /login` (form field `token`), `GET /logout`: see [`super::auth`] for
@@ -39,6 +45,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::auth::{SESSION_COOKIE, has_session, session_value, token_matches};
 use super::maps::PointsCache;
+use super::movement::MovementCache;
 use super::runs::{DOWNLOADS, RunError, RunSummary};
 use super::webchat::Conversations;
 use crate::narrative::reading;
@@ -48,6 +55,8 @@ use crate::narrative::reading;
 pub struct DashboardState {
     /// Parsed `assignments.csv`/`profiles.csv` of recently viewed runs.
     pub points: Arc<PointsCache>,
+    /// Parsed `movement.json`/`weekly_assignments.csv` of recently viewed tracked runs.
+    pub movement: Arc<MovementCache>,
     /// Web chat conversations.
     pub conversations: Conversations,
 }
@@ -66,11 +75,21 @@ struct Asset {
     body: &'static str,
 }
 
-const ASSETS: [Asset; 4] = [
+const ASSETS: [Asset; 6] = [
     Asset {
         name: "dashboard.css",
         media: "text/css; charset=utf-8",
         body: include_str!("../../templates/dashboard/assets/dashboard.css"),
+    },
+    Asset {
+        name: "pointmap.js",
+        media: "text/javascript; charset=utf-8",
+        body: include_str!("../../templates/dashboard/assets/pointmap.js"),
+    },
+    Asset {
+        name: "movement.js",
+        media: "text/javascript; charset=utf-8",
+        body: include_str!("../../templates/dashboard/assets/movement.js"),
     },
     Asset {
         name: "map.js",
@@ -103,7 +122,7 @@ static ASSET_HASHES: LazyLock<Vec<String>> = LazyLock::new(|| {
         .collect()
 });
 
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 7] = [
     (
         "layout.html",
         include_str!("../../templates/dashboard/layout.html.tera"),
@@ -115,6 +134,10 @@ const TEMPLATES: [(&str, &str); 6] = [
     (
         "run.html",
         include_str!("../../templates/dashboard/run.html.tera"),
+    ),
+    (
+        "movement.html",
+        include_str!("../../templates/dashboard/movement.html.tera"),
     ),
     (
         "chat.html",
@@ -161,7 +184,7 @@ impl From<RunError> for PageError {
                 status: StatusCode::BAD_REQUEST,
                 message: error.to_string(),
             },
-            RunError::NotFound(_) => PageError {
+            RunError::NotFound(_) | RunError::NoMovement(_) => PageError {
                 status: StatusCode::NOT_FOUND,
                 message: error.to_string(),
             },
@@ -240,6 +263,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     let pages = Router::new()
         .route("/", get(runs_page))
         .route("/runs/{id}", get(run_page))
+        .route("/runs/{id}/movement", get(movement_page))
         .route("/runs/{id}/report", get(report_page))
         .route("/runs/{id}/chat", get(chat_page))
         .layer(axum::middleware::from_fn_with_state(state, require_login));
@@ -389,6 +413,13 @@ async fn run_page(
 ) -> Result<Response, PageError> {
     let runs = Arc::clone(&state.runs);
     let run_id = id.clone();
+    let summary = blocking(move || runs.summary(&run_id)).await?;
+    if summary.method == "track" {
+        // Only `segscope track` wrote this run: its weeks are what there is to show.
+        return Ok(Redirect::to(&format!("/runs/{id}/movement")).into_response());
+    }
+    let runs = Arc::clone(&state.runs);
+    let run_id = id.clone();
     let (doc, summary, files) = blocking(move || {
         let doc = runs.segments(&run_id)?;
         let summary = runs.summary(&run_id)?;
@@ -409,6 +440,54 @@ async fn run_page(
     context.insert("files", &files);
     context.insert("run_json", &run_data(&id, &doc));
     render("run.html", context)
+}
+
+/// What the movement page's script starts from, as JSON safe inside a `<script>` element:
+/// the run, its weeks, the maps every week is placed on and the segment ids. Everything
+/// else it reads from the API (and again when a week is added).
+fn movement_data(id: &str, weeks: &[String], maps: &[String], doc: &Value) -> String {
+    let maps: Vec<Value> = maps
+        .iter()
+        .map(|key| {
+            let title = key
+                .parse::<crate::domain::MapMethod>()
+                .map_or_else(|_| key.clone(), |m| m.display_name().to_string());
+            json!({"key": key, "title": title})
+        })
+        .collect();
+    let segments: Vec<Value> = doc["segments"]
+        .as_array()
+        .map(|all| all.iter().map(|s| s["id"].clone()).collect())
+        .unwrap_or_default();
+    json!({"run": id, "weeks": weeks, "maps": maps, "segments": segments})
+        .to_string()
+        .replace('<', "\\u003c")
+}
+
+async fn movement_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let runs = Arc::clone(&state.runs);
+    let run_id = id.clone();
+    let summary = blocking(move || runs.summary(&run_id)).await?;
+    let movement = super::movement::load(&state, id.clone())
+        .await
+        .map_err(|error| {
+            let (status, _, message) = error.parts();
+            PageError { status, message }
+        })?;
+    let weeks = movement.week_labels();
+    let doc: Value = movement.document().clone();
+    let mut context = tera::Context::new();
+    context.insert("title", &format!("Movement of run {id}"));
+    context.insert("run", &summary);
+    context.insert("weeks", &weeks);
+    context.insert(
+        "movement_json",
+        &movement_data(&id, &weeks, movement.map_keys(), &doc),
+    );
+    render("movement.html", context)
 }
 
 async fn report_page(

@@ -386,6 +386,20 @@ impl PointsCache {
         }
         Ok(points)
     }
+
+    /// Drops what is kept of `run_id` (its files were rewritten).
+    pub fn forget(&self, run_id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|(k, _)| k.0 != run_id);
+        }
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
 }
 
 /// The routes of this module (mounted under `/api/v1` by [`super::api::routes`]).
@@ -480,6 +494,108 @@ fn parse_count(field: &str, text: Option<&str>) -> Result<Option<usize>, ApiErro
     .transpose()
 }
 
+/// A points request's format and page, checked (shared with the weekly points of
+/// [`super::movement`], so both answer in exactly the same formats).
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    binary: bool,
+    offset: usize,
+    limit: Option<usize>,
+}
+
+impl PageRequest {
+    /// Checks the `format`, `offset` and `limit` query fields, naming the bad one.
+    pub fn parse(
+        format: Option<&str>,
+        offset: Option<&str>,
+        limit: Option<&str>,
+    ) -> Result<PageRequest, ApiError> {
+        let binary = match format {
+            None | Some("json") => false,
+            Some("binary") => true,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "format: {other:?} is not a format; use json or binary"
+                )));
+            }
+        };
+        let offset = parse_count("offset", offset)?.unwrap_or(0);
+        let limit = parse_count("limit", limit)?;
+        if !binary && limit.is_some_and(|l| l == 0 || l > MAX_JSON_LIMIT) {
+            return Err(ApiError::BadRequest(format!(
+                "limit: must be 1 to {MAX_JSON_LIMIT} for JSON (use format=binary for more)"
+            )));
+        }
+        if binary && limit == Some(0) {
+            return Err(ApiError::BadRequest("limit: must be at least 1".into()));
+        }
+        Ok(PageRequest {
+            binary,
+            offset,
+            limit,
+        })
+    }
+}
+
+/// One map's points to answer from: ids, segments (0 = none) and interleaved `x, y`, all in
+/// the same order.
+#[derive(Debug, Clone, Copy)]
+pub struct PointsSource<'a> {
+    /// The run id.
+    pub run: &'a str,
+    /// The map's key.
+    pub method: &'a str,
+    /// The week, for a tracked run's weekly map.
+    pub week: Option<&'a str>,
+    /// Customer ids.
+    pub ids: &'a [String],
+    /// Segment per customer, 0 = none.
+    pub segments: &'a [u32],
+    /// `x, y` per customer.
+    pub xy: &'a [f32],
+}
+
+/// The page `request` asks for of `source`: a JSON page or the binary layout of the module
+/// documentation.
+pub fn points_response(
+    request: PageRequest,
+    source: PointsSource<'_>,
+) -> Result<Response, ApiError> {
+    let total = source.ids.len();
+    let offset = request.offset;
+    if offset > total {
+        return Err(ApiError::BadRequest(format!(
+            "offset: {offset} is past the last point (the map has {total})"
+        )));
+    }
+    let limit = request.limit.unwrap_or(if request.binary {
+        total
+    } else {
+        DEFAULT_JSON_LIMIT
+    });
+    let end = offset.saturating_add(limit).min(total);
+    if request.binary {
+        return Ok(binary_points(source.segments, source.xy, offset, end));
+    }
+    let page = PointsPage {
+        method: source.method,
+        next_offset: (end < total).then_some(end),
+        offset,
+        points: (offset..end)
+            .map(|i| PointOut {
+                id: &source.ids[i],
+                segment: (source.segments[i] != 0).then_some(source.segments[i]),
+                x: source.xy[2 * i],
+                y: source.xy[2 * i + 1],
+            })
+            .collect(),
+        run: source.run,
+        total,
+        week: source.week,
+    };
+    Ok(Json(page).into_response())
+}
+
 async fn points(
     State(state): State<AppState>,
     UrlPath((run_id, method)): UrlPath<(String, String)>,
@@ -487,69 +603,41 @@ async fn points(
 ) -> Result<Response, ApiError> {
     let Query(query) =
         query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
-    let binary = match query.format.as_deref() {
-        None | Some("json") => false,
-        Some("binary") => true,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "format: {other:?} is not a format; use json or binary"
-            )));
-        }
-    };
-    let offset = parse_count("offset", query.offset.as_deref())?.unwrap_or(0);
-    let limit = parse_count("limit", query.limit.as_deref())?;
-    if !binary && limit.is_some_and(|l| l == 0 || l > MAX_JSON_LIMIT) {
-        return Err(ApiError::BadRequest(format!(
-            "limit: must be 1 to {MAX_JSON_LIMIT} for JSON (use format=binary for more)"
-        )));
-    }
-    if binary && limit == Some(0) {
-        return Err(ApiError::BadRequest("limit: must be at least 1".into()));
-    }
+    let request = PageRequest::parse(
+        query.format.as_deref(),
+        query.offset.as_deref(),
+        query.limit.as_deref(),
+    )?;
     let points = load(&state, run_id.clone()).await?;
     let method = method_of(&points, &run_id, &method)?;
-    let total = points.len();
-    if offset > total {
-        return Err(ApiError::BadRequest(format!(
-            "offset: {offset} is past the last point (the map has {total})"
-        )));
-    }
-    let limit = limit.unwrap_or(if binary { total } else { DEFAULT_JSON_LIMIT });
-    let end = offset.saturating_add(limit).min(total);
     let Some(map) = points.map(method) else {
         return Err(ApiError::Internal);
     };
-    if binary {
-        return Ok(binary_points(&points, map, offset, end).into_response());
-    }
-    let page = PointsPage {
-        method: method.key(),
-        next_offset: (end < total).then_some(end),
-        offset,
-        points: (offset..end)
-            .map(|i| PointOut {
-                id: &points.ids[i],
-                segment: (points.segments[i] != 0).then_some(points.segments[i]),
-                x: map.xy[2 * i],
-                y: map.xy[2 * i + 1],
-            })
-            .collect(),
-        run: &run_id,
-        total,
-    };
-    Ok(Json(page).into_response())
+    points_response(
+        request,
+        PointsSource {
+            run: &run_id,
+            method: method.key(),
+            week: None,
+            ids: &points.ids,
+            segments: &points.segments,
+            xy: &map.xy,
+        },
+    )
 }
 
 /// A JSON page of points, serialised straight from borrowed data (a `serde_json::Value`
 /// per point cost about a microsecond each). Fields in alphabetical order, as before.
 #[derive(Serialize)]
 struct PointsPage<'a> {
-    method: &'static str,
+    method: &'a str,
     next_offset: Option<usize>,
     offset: usize,
     points: Vec<PointOut<'a>>,
     run: &'a str,
     total: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    week: Option<&'a str>,
 }
 
 /// One point of a JSON page.
@@ -561,22 +649,24 @@ struct PointOut<'a> {
     y: f32,
 }
 
-fn binary_points(points: &RunPoints, map: &MapCoords, offset: usize, end: usize) -> Response {
+/// The binary layout over points `offset..end` of `segments`/`xy`; the segment width is
+/// chosen over all of them, so every page of a map has the same one.
+fn binary_points(segments: &[u32], xy: &[f32], offset: usize, end: usize) -> Response {
     let count = end - offset;
-    let wide = points.segments.iter().any(|&s| s > u32::from(u16::MAX));
+    let wide = segments.iter().any(|&s| s > u32::from(u16::MAX));
     let segment_bytes: u16 = if wide { 4 } else { 2 };
     let mut body =
         Vec::with_capacity(BINARY_HEADER_BYTES + count * (8 + usize::from(segment_bytes)));
     body.extend_from_slice(BINARY_MAGIC);
     body.extend_from_slice(&1u16.to_le_bytes());
     body.extend_from_slice(&segment_bytes.to_le_bytes());
-    for n in [points.len(), offset, count, 0] {
+    for n in [segments.len(), offset, count, 0] {
         body.extend_from_slice(&(n as u32).to_le_bytes());
     }
-    for v in &map.xy[2 * offset..2 * end] {
+    for v in &xy[2 * offset..2 * end] {
         body.extend_from_slice(&v.to_le_bytes());
     }
-    for &s in &points.segments[offset..end] {
+    for &s in &segments[offset..end] {
         if wide {
             body.extend_from_slice(&s.to_le_bytes());
         } else {

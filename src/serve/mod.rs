@@ -7,9 +7,11 @@
 //!
 //! Layout of the data directory: `runs/<run id>/` holds one run's files (`segments.json`,
 //! `assignments.csv`, `report.html`, `run.json`), exactly as `segscope segment --out` writes
-//! them, so a run made on the command line is served by copying its folder there. With
-//! `serve.watch.enabled`, `watch/` (or `serve.watch.folder`) holds weekly files that are
-//! tracked again into `runs/<serve.watch.run_id>` whenever they change (see [`watch`]).
+//! them, so a run made on the command line is served by copying its folder there; a folder
+//! written by `segscope track --out` (`movement.json`, `weekly_assignments.csv`, `run.json`)
+//! is served the same way. With `serve.watch.enabled`, `watch/` (or `serve.watch.folder`)
+//! holds weekly files that are tracked again into `runs/<serve.watch.run_id>` whenever they
+//! change (see [`watch`]), and open movement pages redraw (see [`live`]).
 //!
 //! Routes:
 //! - `GET /healthz`: the process answers (no dependency checked);
@@ -29,11 +31,15 @@
 //! - `GET /api/v1/runs/{id}/maps`, `.../maps/{method}/points`, `.../customers`,
 //!   `.../customers/{customer}`, `.../kpis/{name}`: map points (JSON pages or packed binary)
 //!   and customer look-ups (see [`maps`]);
+//! - `GET /api/v1/runs/{id}/movement`, `.../movement/weeks/{week}/points`,
+//!   `.../movement/flows`, `.../movement/alerts/{index}`, `.../movement/events`: a tracked
+//!   run's weekly movement, each week's map points, flows between any two weeks, alert
+//!   drill-down and live `week_added` events (see [`movement`]);
 //! - `POST /slack/commands` (slash command) and `POST /slack/events` (Events API:
 //!   `url_verification`, `app_mention`): the Slack app, acknowledged at once and answered
 //!   later through Slack; every request's Slack signature is checked first (see [`slack`]);
-//! - `/`, `/runs/{id}`, `/runs/{id}/report`, `/runs/{id}/chat`, `/login`, `/logout`,
-//!   `/assets/{name}`: the dashboard (see [`dashboard`]).
+//! - `/`, `/runs/{id}`, `/runs/{id}/movement`, `/runs/{id}/report`, `/runs/{id}/chat`,
+//!   `/login`, `/logout`, `/assets/{name}`: the dashboard (see [`dashboard`]).
 //!
 //! The API is described by `schemas/openapi.json`, served at `GET /api/v1/openapi.json`
 //! and checked against these routes by the tests. Everything under `/api` except that
@@ -50,6 +56,7 @@ pub mod jobs;
 pub mod live;
 pub mod maps;
 pub mod metrics;
+pub mod movement;
 pub mod runs;
 pub mod settings;
 pub mod slack;
@@ -148,6 +155,13 @@ impl AppState {
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let metrics = Arc::new(metrics::Metrics::new());
         let slack = slack::Slack::new(&settings).map_err(ServeError::Slack)?;
+        let dashboard = Arc::new(dashboard::DashboardState::new());
+        let updates = Arc::new(live::RunUpdates::default());
+        tokio::spawn(movement::forget_on_updates(
+            updates.subscribe(),
+            Arc::clone(&dashboard),
+            stopping.clone(),
+        ));
         Ok(AppState {
             runs: Arc::new(runs::RunCatalog::new(runs_dir)),
             settings: Arc::new(settings),
@@ -159,8 +173,8 @@ impl AppState {
             )),
             metrics,
             slack: Arc::new(slack),
-            dashboard: Arc::new(dashboard::DashboardState::new()),
-            updates: Arc::new(live::RunUpdates::default()),
+            dashboard,
+            updates,
             stopping,
             stop: Arc::new(stop),
         })

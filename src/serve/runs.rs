@@ -4,6 +4,10 @@
 //! which files of a run may be downloaded. Files are read at request time: a run folder
 //! copied in while the service runs is served at once, and a half-written run (no
 //! `segments.json` yet; the pipeline writes it by atomic rename) is not listed.
+//!
+//! A folder written by `segscope track` has `movement.json` (and `weekly_assignments.csv`)
+//! instead of `segments.json`; it is a run too, listed with method `track`, and its
+//! movement is served by [`super::movement`].
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +33,11 @@ pub enum RunError {
     /// No run of that id.
     #[error("no run {0:?}")]
     NotFound(String),
+    /// The run exists but was not made by `segscope track`.
+    #[error(
+        "run {0:?} has no movement.json (only runs made by segscope track have weekly movement)"
+    )]
+    NoMovement(String),
     /// No such downloadable file.
     #[error(
         "{0:?} is not a run file; use one of segments.json, assignments.csv, report.html, run.json, profiles.csv"
@@ -61,9 +70,22 @@ pub struct RunSummary {
     pub seed: u64,
     /// Who wrote the names and descriptions.
     pub narrator: String,
-    /// When the run's `segments.json` was written (RFC 3339, UTC).
+    /// When the run's `segments.json` (or, for a track-only run, `movement.json`) was
+    /// written (RFC 3339, UTC).
     pub written_at: String,
+    /// Whether the run has `movement.json` (weekly movement, see [`super::movement`]), so
+    /// lists can link its movement page.
+    pub movement: bool,
 }
+
+/// Whether `dir` holds a run: `segments.json` from `segscope segment`, or `movement.json`
+/// from `segscope track` (both written by atomic rename, so never half there).
+fn is_run_dir(dir: &Path) -> bool {
+    dir.join("segments.json").is_file() || dir.join(MOVEMENT).is_file()
+}
+
+/// The movement document `segscope track` writes.
+pub const MOVEMENT: &str = "movement.json";
 
 /// The runs folder.
 #[derive(Debug)]
@@ -95,7 +117,7 @@ impl RunCatalog {
             return Err(RunError::InvalidId(id.to_string()));
         }
         let dir = self.dir.join(id);
-        if dir.join("segments.json").is_file() {
+        if is_run_dir(&dir) {
             Ok(dir)
         } else {
             Err(RunError::NotFound(id.to_string()))
@@ -113,7 +135,7 @@ impl RunCatalog {
         let mut runs: Vec<RunSummary> = Vec::new();
         for entry in entries.flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
-            if !valid_run_id(&id) || !entry.path().join("segments.json").is_file() {
+            if !valid_run_id(&id) || !is_run_dir(&entry.path()) {
                 continue;
             }
             match self.summary(&id) {
@@ -127,12 +149,12 @@ impl RunCatalog {
 
     /// One run's line of the runs list.
     pub fn summary(&self, id: &str) -> Result<RunSummary, RunError> {
+        let dir = self.run_dir(id)?;
+        let movement = dir.join(MOVEMENT).is_file();
+        if !dir.join("segments.json").is_file() {
+            return self.track_summary(id, &dir);
+        }
         let doc = self.segments(id)?;
-        let path = self.run_dir(id)?.join("segments.json");
-        let written_at = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
-            .unwrap_or_default();
         let text = |key: &str| doc[key].as_str().unwrap_or_default().to_string();
         let number = |key: &str| doc[key].as_u64().unwrap_or_default();
         Ok(RunSummary {
@@ -142,8 +164,56 @@ impl RunCatalog {
             n_customers: number("n_customers"),
             seed: number("seed"),
             narrator: text("narrator"),
-            written_at,
+            written_at: written_at(&dir.join("segments.json")),
+            movement,
         })
+    }
+
+    /// The line of a run that only `segscope track` wrote: its segments are the tracked
+    /// ones, its customers those of its last week (segmented or excluded), and its
+    /// summaries are the built-in ones.
+    fn track_summary(&self, id: &str, dir: &Path) -> Result<RunSummary, RunError> {
+        let doc = self.movement(id)?;
+        let last = doc["shares"].as_array().and_then(|weeks| weeks.last());
+        let count = |key: &str| last.and_then(|w| w[key].as_u64()).unwrap_or_default();
+        Ok(RunSummary {
+            id: id.to_string(),
+            method: "track".into(),
+            k: doc["segments"].as_array().map_or(0, |s| s.len() as u64),
+            n_customers: count("customers") + count("excluded"),
+            seed: doc["seed"].as_u64().unwrap_or_default(),
+            narrator: "builtin".into(),
+            written_at: written_at(&dir.join(MOVEMENT)),
+            movement: true,
+        })
+    }
+
+    /// A run's `movement.json`, parsed; not found when the run was not tracked.
+    pub fn movement(&self, id: &str) -> Result<Value, RunError> {
+        let path = self.run_dir(id)?.join(MOVEMENT);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RunError::NoMovement(id.to_string()),
+            _ => RunError::Unreadable {
+                run: id.to_string(),
+                file: MOVEMENT.into(),
+                message: e.to_string(),
+            },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| RunError::Unreadable {
+            run: id.to_string(),
+            file: MOVEMENT.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The folder of a run that has `movement.json`.
+    pub fn movement_dir(&self, id: &str) -> Result<PathBuf, RunError> {
+        let dir = self.run_dir(id)?;
+        if dir.join(MOVEMENT).is_file() {
+            Ok(dir)
+        } else {
+            Err(RunError::NoMovement(id.to_string()))
+        }
     }
 
     /// A run's `segments.json`, parsed.
@@ -154,7 +224,11 @@ impl RunCatalog {
             file: "segments.json".into(),
             message,
         };
-        let bytes = std::fs::read(&path).map_err(|e| unreadable(e.to_string()))?;
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            // A track-only run has no segments.json.
+            std::io::ErrorKind::NotFound => RunError::NotFound(format!("{id}/segments.json")),
+            _ => unreadable(e.to_string()),
+        })?;
         serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))
     }
 
@@ -174,6 +248,14 @@ impl RunCatalog {
         })?;
         Ok((bytes, media))
     }
+}
+
+/// When `path` was last written (RFC 3339, UTC), empty when unknown.
+fn written_at(path: &Path) -> String {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -456,7 +456,9 @@ async fn answer(state: &AppState, question: &str) -> Result<(String, Answer), St
         "" => {
             let runs = Arc::clone(&state.runs);
             match tokio::task::spawn_blocking(move || runs.list()).await {
-                Ok(Ok(list)) => match list.into_iter().next() {
+                // Runs only `segscope track` wrote are listed too, but answers need a
+                // segmentation run's segments.json.
+                Ok(Ok(list)) => match list.into_iter().find(|r| r.method != "track") {
                     Some(newest) => newest.id,
                     None => {
                         return Err(

@@ -60,6 +60,47 @@ pub fn make_store_run(data_dir: &Path, id: &str) -> PathBuf {
     out
 }
 
+/// Customers of the planted store of [`make_track_run`].
+pub const TRACK_CUSTOMERS: usize = 1000;
+/// The weeks [`make_track_run`] tracks: changes are planted from the sixth (2026-W41).
+pub const TRACK_WEEKS: &str = "2026-W36..2026-W43";
+
+/// Writes `segscope track`'s output over the demo's planted store (12 weeks, changes from
+/// week 6, 1,000 customers, seed 7, a one-week browsing window, PCA) into
+/// `data_dir/runs/{id}`, as tests/cli_track.rs makes it.
+pub fn make_track_run(data_dir: &Path, id: &str) -> PathBuf {
+    use segscope::demo::synthetic_store::PlantedChanges;
+    use segscope::track::{TrackRequest, WeekRange, run_track};
+    let spec = StoreSpec {
+        weeks: 12,
+        changes: Some(PlantedChanges { from_week: 6 }),
+        ..StoreSpec::demo(TRACK_CUSTOMERS, 7)
+    };
+    let source = data_dir.join("track-source");
+    generate(&spec, &source).expect("planted store");
+    let out = data_dir.join("runs").join(id);
+    let mut track_settings = settings(&[]);
+    track_settings.run.seed = 7;
+    track_settings.track.browsing_window_weeks = 1;
+    let request = TrackRequest {
+        transactions: vec![source.join("transactions.csv.gz")],
+        events: vec![source.join("events.csv")],
+        weeks: Some(TRACK_WEEKS.parse::<WeekRange>().expect("weeks")),
+        maps: vec![MapMethod::Pca],
+        settings: track_settings,
+        out_dir: out.clone(),
+    };
+    off_runtime(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        run_track(&request, runtime.handle(), &NoProgress).expect("track runs");
+    });
+    out
+}
+
 /// Writes an Iris run (k = 3, PCA only, no resampling) into `data_dir/runs/{id}`.
 pub fn make_table_run(data_dir: &Path, id: &str) -> PathBuf {
     let out = data_dir.join("runs").join(id);
@@ -98,6 +139,8 @@ pub fn settings(overrides: &[(&str, &str)]) -> Settings {
 pub struct Running {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The service's live-update channel (what a folder watch publishes on).
+    pub updates: std::sync::Arc<segscope::serve::live::RunUpdates>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
 }
@@ -117,6 +160,7 @@ impl Running {
 /// Starts `segscope serve` over `data_dir` with `settings`.
 pub async fn start(data_dir: &Path, settings: Settings) -> Running {
     let state = AppState::new(settings, data_dir.to_path_buf()).expect("state");
+    let updates = std::sync::Arc::clone(&state.updates);
     let (stop, stopped) = oneshot::channel::<()>();
     let (bound_tx, bound_rx) = oneshot::channel::<SocketAddr>();
     let done = tokio::spawn(serve(
@@ -132,6 +176,7 @@ pub async fn start(data_dir: &Path, settings: Settings) -> Running {
     let addr = bound_rx.await.expect("bound");
     Running {
         base: format!("http://{addr}"),
+        updates,
         stop: Some(stop),
         done: Some(done),
     }
