@@ -795,11 +795,11 @@ mod tests {
         let data = Centred::new(&x - &mean);
         let tol = params.tolerance * data.mean_variance();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
-        let mut seed_one = |rng: &mut Xoshiro256PlusPlus| {
+        let seed_one = |rng: &mut Xoshiro256PlusPlus| {
             let mut seeding = kmeans_plusplus(&data, 5, std::slice::from_mut(rng));
             seeding.remove(0)
         };
-        let mut run_one = |rng: &mut Xoshiro256PlusPlus| {
+        let run_one = |rng: &mut Xoshiro256PlusPlus| {
             let seeding = seed_one(rng);
             lloyd(&data, vec![seeding], 300, tol).remove(0)
         };
