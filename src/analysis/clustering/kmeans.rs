@@ -27,8 +27,10 @@
 //! every restart's candidates, then one pass over the data scores all of them (one product
 //! of each chunk with every restart's candidates), and each Lloyd iteration assigns the rows
 //! to every still-running restart's centres in one pass. The data are read, and packed for
-//! the product, once per step for all restarts instead of once per restart: at 50,000 x 64
-//! and k = 10 that took k-means with 10 restarts from 0.88 s to about 0.3 s on one core.
+//! the product, once per step for all restarts instead of once per restart (matrixmultiply
+//! packs the chunk for every product: with 4 candidates per product that packing cost more
+//! than the multiplication). With 10 restarts and k = 10 on one core that took 200,000 x 64
+//! from 3.7 s to 1.4 s and 50,000 x 64 from 0.46 s to 0.39 s (bench/README.md).
 //! Each restart still starts from the RNG state a sequential loop over restarts would reach
 //! (the draws of a seeding depend on n and k only), every product element is the same bits
 //! whether it is computed alone or among other restarts' columns (matrixmultiply's
