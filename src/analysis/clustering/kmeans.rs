@@ -34,8 +34,8 @@
 //! Each restart still starts from the RNG state a sequential loop over restarts would reach
 //! (the draws of a seeding depend on n and k only), every product element is the same bits
 //! whether it is computed alone or among other restarts' columns (matrixmultiply's
-//! accumulation order depends on the rows' width only; see [`distance_element`] and
-//! [`assign`]), and the winner is chosen in restart order, so the result is the sequential
+//! accumulation order depends on the rows' width only; see `distance_element` and
+//! `assign`), and the winner is chosen in restart order, so the result is the sequential
 //! loop's, bit for bit, and the same as before the lockstep was introduced.
 
 use ndarray::linalg::general_mat_mul;
