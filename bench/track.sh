@@ -4,7 +4,7 @@
 # were found.
 #
 # Usage: bash bench/track.sh [--customers 100000] [--events-scale 0.6] [--seed 42]
-#          [--work-dir DIR] [--no-build]
+#          [--fit-above 100000] [--work-dir DIR] [--no-build]
 # The store has twelve weeks of browsing with the demo's three changes planted from week six
 # (see `segscope demo`); like the demo, tracking covers the first eight weeks with a one-week
 # browsing window and draws PCA and UMAP. Two runs, each a fresh process under GNU time:
@@ -12,6 +12,10 @@
 #   2. weeks 1-8: everything.
 # Run 2 is the end-to-end figure; run 2 minus run 1 is what one more week costs when a watch
 # reruns the track on the grown files (`segscope serve` with a watch folder does that).
+# --fit-above sets sampling.fit_above: the fit weeks hold customers x fit_weeks rows (200,000
+# at 100,000 customers), and choosing k scores an exact silhouette per candidate k, which
+# is quadratic in the rows; above this many rows the segments are fitted on a seeded sample
+# of sampling.fit_sample (50,000) and every row is placed by the fitted model.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,6 +23,7 @@ WORK=${SEGSCOPE_BENCH_DIR:-/var/tmp/segscope-bench-data}
 CUSTOMERS=100000
 EVENTS_SCALE=0.6
 SEED=42
+FIT_ABOVE=100000
 BUILD=1
 die() { echo "track.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
@@ -26,9 +31,10 @@ while [[ $# -gt 0 ]]; do
     --customers) CUSTOMERS=${2:?}; shift 2 ;;
     --events-scale) EVENTS_SCALE=${2:?}; shift 2 ;;
     --seed) SEED=${2:?}; shift 2 ;;
+    --fit-above) FIT_ABOVE=${2:?}; shift 2 ;;
     --work-dir) WORK=${2:?}; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (try --help)" ;;
   esac
 done
@@ -53,6 +59,7 @@ mkdir -p "$RUNS"
 
 unset $(env | grep -o '^SEGSCOPE__[A-Za-z0-9_]*' || true)
 export SEGSCOPE__TRACK__BROWSING_WINDOW_WEEKS=1
+export SEGSCOPE__SAMPLING__FIT_ABOVE=$FIT_ABOVE
 # The store ends in ISO week 2026-W47; its twelve weeks start at 2026-W36.
 for weeks in 7 8; do
   last=$(printf '2026-W%02d' $((35 + weeks)))
