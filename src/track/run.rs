@@ -1202,14 +1202,6 @@ fn refit(
         .map(|row| nearest(&centroids, row).0)
         .collect();
     let kn = centroids.nrows();
-    let mut overlap: BTreeMap<(usize, usize), usize> = BTreeMap::new();
-    let mut size_new = vec![0usize; kn];
-    let mut size_old: BTreeMap<usize, usize> = BTreeMap::new();
-    for (&o, &j) in old.iter().zip(&new) {
-        *overlap.entry((j, o)).or_insert(0) += 1;
-        size_new[j] += 1;
-        *size_old.entry(o).or_insert(0) += 1;
-    }
     let old_centroid = |o: usize| {
         models
             .ids
@@ -1217,41 +1209,21 @@ fn refit(
             .position(|&id| id == o)
             .map(|r| models.centroids.row(r).to_owned())
     };
-    let mut pairs: Vec<(f64, f64, usize, usize)> = overlap
-        .iter()
-        .map(|(&(j, o), &c)| {
-            let union = size_new[j] + size_old.get(&o).copied().unwrap_or(0) - c;
-            let jaccard = c as f64 / union.max(1) as f64;
-            let distance = old_centroid(o).map_or(f64::INFINITY, |oc| {
-                oc.iter()
-                    .zip(centroids.row(j).iter())
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum::<f64>()
-            });
-            (jaccard, distance, j, o)
+    let matching = match_refit(&old, &new, kn, |j, o| {
+        old_centroid(o).map_or(f64::INFINITY, |oc| {
+            oc.iter()
+                .zip(centroids.row(j).iter())
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
         })
-        .collect();
-    pairs.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then(a.1.total_cmp(&b.1))
-            .then((a.2, a.3).cmp(&(b.2, b.3)))
     });
-    let mut id_of: Vec<Option<usize>> = vec![None; kn];
-    let mut continues: Vec<Option<(usize, f64)>> = vec![None; kn];
-    let mut taken: BTreeSet<usize> = BTreeSet::new();
-    for &(jaccard, _, j, o) in &pairs {
-        if jaccard < CONTINUE_JACCARD || id_of[j].is_some() || taken.contains(&o) {
-            continue;
-        }
-        id_of[j] = Some(o);
-        continues[j] = Some((o, jaccard));
-        taken.insert(o);
-    }
+    let continues = &matching.continues;
+    let size_new = &matching.size_new;
     let week = window.last().copied().unwrap_or(0);
-    let ids: Vec<usize> = id_of
+    let ids: Vec<usize> = continues
         .iter()
-        .map(|id| match id {
-            Some(id) => *id,
+        .map(|c| match c {
+            Some((id, _)) => *id,
             None => {
                 let id = models.next_id;
                 models.next_id += 1;
@@ -1268,34 +1240,20 @@ fn refit(
             models.reference[id].push(rows[r]);
         }
     }
-    let share_of_old = |j: usize, o: usize| {
-        overlap.get(&(j, o)).copied().unwrap_or(0) as f64
-            / size_old.get(&o).copied().unwrap_or(1).max(1) as f64
-    };
-    let splits = size_old
-        .keys()
-        .filter_map(|&o| {
-            let to: Vec<usize> = (0..kn)
-                .filter(|&j| share_of_old(j, o) >= SPLIT_SHARE)
-                .map(|j| ids[j] + 1)
-                .collect();
-            (to.len() >= 2).then(|| SplitMerge {
-                old: vec![o + 1],
-                new: to,
-            })
+    let splits = matching
+        .splits
+        .iter()
+        .map(|(o, to)| SplitMerge {
+            old: vec![o + 1],
+            new: to.iter().map(|&j| ids[j] + 1).collect(),
         })
         .collect();
-    let merges = (0..kn)
-        .filter_map(|j| {
-            let from: Vec<usize> = size_old
-                .keys()
-                .filter(|&&o| share_of_old(j, o) >= SPLIT_SHARE)
-                .map(|o| o + 1)
-                .collect();
-            (from.len() >= 2).then(|| SplitMerge {
-                old: from,
-                new: vec![ids[j] + 1],
-            })
+    let merges = matching
+        .merges
+        .iter()
+        .map(|(from, j)| SplitMerge {
+            old: from.iter().map(|o| o + 1).collect(),
+            new: vec![ids[*j] + 1],
         })
         .collect();
     let matches = (0..kn)
@@ -1315,6 +1273,92 @@ fn refit(
         splits,
         merges,
     })
+}
+
+/// How a refit's clusters relate to the ids before it, from the same customer-weeks'
+/// labels under both: `old` ids (0-based) and `new` cluster indexes (0..kn).
+#[derive(Debug, Clone, PartialEq)]
+struct RefitMatching {
+    /// Per new cluster, the old id it continues and their Jaccard overlap.
+    continues: Vec<Option<(usize, f64)>>,
+    /// Customer-weeks per new cluster.
+    size_new: Vec<usize>,
+    /// Old id → the new clusters that each took at least [`SPLIT_SHARE`] of it (two or more).
+    splits: Vec<(usize, Vec<usize>)>,
+    /// Old ids that each gave at least [`SPLIT_SHARE`] of their members (two or more) →
+    /// the new cluster that took them.
+    merges: Vec<(Vec<usize>, usize)>,
+}
+
+/// Greedy matching by membership overlap: pairs in order of Jaccard (ties by the squared
+/// centroid distance `distance(new, old)`, then by index), each new cluster continuing at
+/// most one old id and each old id continued at most once, only at Jaccard ≥
+/// [`CONTINUE_JACCARD`]; splits and merges by shares of the old ids' members.
+fn match_refit(
+    old: &[usize],
+    new: &[usize],
+    kn: usize,
+    distance: impl Fn(usize, usize) -> f64,
+) -> RefitMatching {
+    let mut overlap: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    let mut size_new = vec![0usize; kn];
+    let mut size_old: BTreeMap<usize, usize> = BTreeMap::new();
+    for (&o, &j) in old.iter().zip(new) {
+        *overlap.entry((j, o)).or_insert(0) += 1;
+        size_new[j] += 1;
+        *size_old.entry(o).or_insert(0) += 1;
+    }
+    let mut pairs: Vec<(f64, f64, usize, usize)> = overlap
+        .iter()
+        .map(|(&(j, o), &c)| {
+            let union = size_new[j] + size_old.get(&o).copied().unwrap_or(0) - c;
+            let jaccard = c as f64 / union.max(1) as f64;
+            (jaccard, distance(j, o), j, o)
+        })
+        .collect();
+    pairs.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(a.1.total_cmp(&b.1))
+            .then((a.2, a.3).cmp(&(b.2, b.3)))
+    });
+    let mut continues: Vec<Option<(usize, f64)>> = vec![None; kn];
+    let mut taken: BTreeSet<usize> = BTreeSet::new();
+    for &(jaccard, _, j, o) in &pairs {
+        if jaccard < CONTINUE_JACCARD || continues[j].is_some() || taken.contains(&o) {
+            continue;
+        }
+        continues[j] = Some((o, jaccard));
+        taken.insert(o);
+    }
+    let share_of_old = |j: usize, o: usize| {
+        overlap.get(&(j, o)).copied().unwrap_or(0) as f64
+            / size_old.get(&o).copied().unwrap_or(1).max(1) as f64
+    };
+    let splits = size_old
+        .keys()
+        .filter_map(|&o| {
+            let to: Vec<usize> = (0..kn)
+                .filter(|&j| share_of_old(j, o) >= SPLIT_SHARE)
+                .collect();
+            (to.len() >= 2).then_some((o, to))
+        })
+        .collect();
+    let merges = (0..kn)
+        .filter_map(|j| {
+            let from: Vec<usize> = size_old
+                .keys()
+                .copied()
+                .filter(|&o| share_of_old(j, o) >= SPLIT_SHARE)
+                .collect();
+            (from.len() >= 2).then_some((from, j))
+        })
+        .collect();
+    RefitMatching {
+        continues,
+        size_new,
+        splits,
+        merges,
+    }
 }
 
 fn counts_of(counts: &[usize]) -> Vec<SegmentCount> {
@@ -1409,4 +1453,60 @@ fn write_files(
     write_atomically(dir, "weekly_assignments.csv", &csv)?;
     write_atomically(dir, "movement.json", &json)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_refit;
+
+    /// `n` customer-weeks labelled `label`.
+    fn labels(groups: &[(usize, usize)]) -> Vec<usize> {
+        groups
+            .iter()
+            .flat_map(|&(label, n)| std::iter::repeat_n(label, n))
+            .collect()
+    }
+
+    #[test]
+    fn a_segment_cut_in_two_is_recorded_as_a_split_and_the_larger_part_keeps_its_id() {
+        // Old ids 0 (100) and 1 (50); the refit cuts 0 into clusters 0 (60) and 2 (40).
+        let old = labels(&[(0, 60), (0, 40), (1, 50)]);
+        let new = labels(&[(0, 60), (2, 40), (1, 50)]);
+        let m = match_refit(&old, &new, 3, |_, _| 0.0);
+        assert_eq!(m.size_new, [60, 50, 40]);
+        assert_eq!(m.continues, [Some((0, 0.6)), Some((1, 1.0)), None]);
+        assert_eq!(m.splits, [(0, vec![0, 2])]);
+        assert!(m.merges.is_empty());
+    }
+
+    #[test]
+    fn two_segments_taken_into_one_are_recorded_as_a_merge() {
+        // Old ids 0 (40), 1 (40), 2 (20); the refit puts 0 and 1 together.
+        let old = labels(&[(0, 40), (1, 40), (2, 20)]);
+        let new = labels(&[(0, 80), (1, 20)]);
+        let m = match_refit(&old, &new, 2, |_, _| 0.0);
+        assert_eq!(m.continues, [Some((0, 0.5)), Some((2, 1.0))]);
+        assert_eq!(m.merges, [(vec![0, 1], 0)]);
+        assert!(m.splits.is_empty());
+    }
+
+    #[test]
+    fn equal_overlaps_go_to_the_nearer_centroid_and_weak_ones_start_a_new_id() {
+        // Clusters 0 and 1 each take half of old 0 (Jaccard 0.5 each): the nearer centroid
+        // (cluster 1) continues it. Cluster 3 takes a sliver of old 1 (Jaccard 1/9).
+        let old = labels(&[(0, 20), (0, 20), (1, 40), (1, 5)]);
+        let new = labels(&[(0, 20), (1, 20), (2, 40), (3, 5)]);
+        let m = match_refit(
+            &old,
+            &new,
+            4,
+            |j, o| if (j, o) == (1, 0) { 1.0 } else { 2.0 },
+        );
+        assert_eq!(
+            m.continues,
+            [None, Some((0, 0.5)), Some((1, 40.0 / 45.0)), None]
+        );
+        assert_eq!(m.splits, [(0, vec![0, 1])]);
+        assert!(m.merges.is_empty());
+    }
 }
