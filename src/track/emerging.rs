@@ -6,8 +6,9 @@
 //!    `track.emerging_quantile` quantile of the fit weeks' fit distances.
 //! 2. Each candidate is described by what they browse: their events per category family
 //!    (first level of the category path, families the fitted embedder never saw included),
-//!    as an L2-normalised vector. HDBSCAN (the crate's own, `min_cluster_size =
-//!    track.emerging_min_size`) finds dense groups among them.
+//!    as an L2-normalised vector. HDBSCAN (the crate's own, `min_cluster_size` the larger of
+//!    `track.emerging_min_size` and `track.emerging_min_candidate_share` of the candidates)
+//!    finds dense groups among them.
 //! 3. A group's over-indexed tokens are the families whose share of the group's events is at
 //!    least `track.emerging_min_lift` times their share among the week's *other* browsers
 //!    ("what it browses that the others do not"); its top token is the over-indexed family
@@ -89,7 +90,11 @@ fn pooled(families: &[BTreeMap<String, f64>], who: &[usize]) -> BTreeMap<String,
 
 /// The week's emerging-segment alerts (none when nothing qualifies).
 pub(crate) fn detect(w: &EmergingWeek<'_>, settings: &TrackSettings, seed: u64) -> Vec<Alert> {
-    let min_size = settings.emerging_min_size;
+    // Among thousands of candidates a fixed small minimum lets HDBSCAN cut one new interest
+    // into many small groups by whatever else their members browse (on 100,000 customers,
+    // a planted 2% group came out as three groups of 10-16); the minimum grows with them.
+    let scaled = (settings.emerging_min_candidate_share * w.candidates.len() as f64).ceil();
+    let min_size = settings.emerging_min_size.max(scaled as usize);
     if w.candidates.len() <= min_size {
         return Vec::new();
     }
@@ -228,6 +233,7 @@ pub(crate) fn detect(w: &EmergingWeek<'_>, settings: &TrackSettings, seed: u64) 
                 "size": members.len(),
                 "share_of_customers": members.len() as f64 / w.browsers.len().max(1) as f64,
                 "candidates": w.candidates.len(),
+                "min_group_size": min_size,
                 "fit_distance_threshold": w.threshold,
                 "over_indexed": over_indexed,
                 "novelty": {

@@ -124,6 +124,9 @@ pub struct TrackSettings {
     pub emerging_quantile: f64,
     /// Smallest dense group reported as an emerging segment.
     pub emerging_min_size: usize,
+    /// Smallest dense group as a share of the week's candidates, when that is more than
+    /// `emerging_min_size` (large stores: one new interest stays one group).
+    pub emerging_min_candidate_share: f64,
     /// Lift (share in the group over share among the week's other browsers) a token needs to
     /// be called over-indexed.
     pub emerging_min_lift: f64,
@@ -160,6 +163,10 @@ impl TrackSettings {
             ("migration_min_rate", self.migration_min_rate),
             ("drift_max_share_change", self.drift_max_share_change),
             ("emerging_quantile", self.emerging_quantile),
+            (
+                "emerging_min_candidate_share",
+                self.emerging_min_candidate_share,
+            ),
             ("emerging_min_novelty", self.emerging_min_novelty),
             ("emerging_max_fit_share", self.emerging_max_fit_share),
             ("emerging_max_p", self.emerging_max_p),
