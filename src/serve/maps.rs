@@ -23,13 +23,13 @@
 //! when every id fits, else `u32`; 0 = in no segment). 200,000 points are 2.0 MB.
 //!
 //! `assignments.csv` (and `profiles.csv`) are parsed once per run and kept in a small cache
-//! keyed by run id and the files' modification times, so a run rewritten in place is read
-//! again and the cache never holds more than [`CACHED_RUNS`] runs.
+//! ([`super::recent`]) keyed by run id and the files' modification times and lengths, so a
+//! run rewritten in place is read again and the cache never holds more than [`CACHED_RUNS`]
+//! runs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -42,6 +42,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::api::ApiError;
+use super::recent::RecentRuns;
 use super::runs::valid_run_id;
 use crate::domain::MapMethod;
 
@@ -138,10 +139,6 @@ pub enum PointsError {
         /// What is wrong.
         message: String,
     },
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn number(text: &str) -> Option<f64> {
@@ -331,12 +328,18 @@ fn read_profiles(
     Ok((has_figures.then_some(profiles), labels))
 }
 
-type CacheKey = (String, Option<SystemTime>, Option<SystemTime>);
-
 /// The parsed runs most recently asked for, at most [`CACHED_RUNS`], most recent first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PointsCache {
-    entries: Mutex<Vec<(CacheKey, Arc<RunPoints>)>>,
+    recent: RecentRuns<RunPoints>,
+}
+
+impl Default for PointsCache {
+    fn default() -> Self {
+        PointsCache {
+            recent: RecentRuns::new(CACHED_RUNS),
+        }
+    }
 }
 
 impl PointsCache {
@@ -345,7 +348,7 @@ impl PointsCache {
         PointsCache::default()
     }
 
-    /// The run's points, parsed now unless the cache holds them for the same file times.
+    /// The run's points, parsed now unless the cache holds them for the same files.
     /// Blocking (reads files): call off the async workers.
     pub fn get(&self, runs_dir: &Path, run_id: &str) -> Result<Arc<RunPoints>, ApiError> {
         if !valid_run_id(run_id) {
@@ -357,48 +360,28 @@ impl PointsCache {
         if !dir.join("segments.json").is_file() {
             return Err(ApiError::NotFound(format!("no run {run_id:?}")));
         }
-        let key: CacheKey = (
-            run_id.to_string(),
-            modified(&dir.join("assignments.csv")),
-            modified(&dir.join("profiles.csv")),
-        );
-        if let Ok(mut entries) = self.entries.lock()
-            && let Some(at) = entries.iter().position(|(k, _)| *k == key)
-        {
-            let entry = entries.remove(at);
-            let points = Arc::clone(&entry.1);
-            entries.insert(0, entry);
-            return Ok(points);
-        }
-        let points = Arc::new(RunPoints::read(&dir).map_err(|error| match error {
-            PointsError::Missing(_) => {
-                ApiError::NotFound(format!("run {run_id:?} has no assignments.csv"))
-            }
-            other => {
-                tracing::error!(error = %other, run_id, "map points unreadable");
-                ApiError::Internal
-            }
-        })?);
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|(k, _)| k.0 != run_id);
-            entries.insert(0, (key, Arc::clone(&points)));
-            entries.truncate(CACHED_RUNS);
-        }
-        Ok(points)
+        let files = [dir.join("assignments.csv"), dir.join("profiles.csv")];
+        self.recent.get_or_read(run_id, &files, || {
+            RunPoints::read(&dir).map_err(|error| match error {
+                PointsError::Missing(_) => {
+                    ApiError::NotFound(format!("run {run_id:?} has no assignments.csv"))
+                }
+                other => {
+                    tracing::error!(error = %other, run_id, "map points unreadable");
+                    ApiError::Internal
+                }
+            })
+        })
     }
 
     /// Drops what is kept of `run_id` (its files were rewritten).
     pub fn forget(&self, run_id: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|(k, _)| k.0 != run_id);
-        }
+        self.recent.forget(run_id);
     }
 
     /// Drops everything.
     pub fn clear(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
-        }
+        self.recent.clear();
     }
 }
 

@@ -57,6 +57,7 @@ pub mod live;
 pub mod maps;
 pub mod metrics;
 pub mod movement;
+pub mod recent;
 pub mod runs;
 pub mod settings;
 pub mod slack;

@@ -34,8 +34,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -54,6 +53,7 @@ use super::api::ApiError;
 use super::dashboard::DashboardState;
 use super::live::RunUpdate;
 use super::maps::{PageRequest, PointsSource, points_response};
+use super::recent::RecentRuns;
 use super::runs::{MOVEMENT, RunCatalog};
 use crate::domain::MapMethod;
 use crate::track::IsoWeek;
@@ -232,20 +232,18 @@ impl RunMovement {
     }
 }
 
-/// `(modified, length)` of a file, so a rewrite is seen even within one timestamp tick
-/// when the size changed.
-type FileStamp = Option<(SystemTime, u64)>;
-type CacheKey = (String, FileStamp, FileStamp);
-
-fn stamp(path: &Path) -> FileStamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+/// The tracked runs most recently asked for, most recent first.
+#[derive(Debug)]
+pub struct MovementCache {
+    recent: RecentRuns<RunMovement>,
 }
 
-/// The tracked runs most recently asked for, most recent first.
-#[derive(Debug, Default)]
-pub struct MovementCache {
-    entries: Mutex<Vec<(CacheKey, Arc<RunMovement>)>>,
+impl Default for MovementCache {
+    fn default() -> Self {
+        MovementCache {
+            recent: RecentRuns::new(CACHED_RUNS),
+        }
+    }
 }
 
 impl MovementCache {
@@ -253,43 +251,23 @@ impl MovementCache {
     /// Blocking (reads files): call off the async workers.
     pub fn get(&self, runs: &RunCatalog, run_id: &str) -> Result<Arc<RunMovement>, ApiError> {
         let dir = runs.movement_dir(run_id)?;
-        let key: CacheKey = (
-            run_id.to_string(),
-            stamp(&dir.join(MOVEMENT)),
-            stamp(&dir.join(WEEKLY_ASSIGNMENTS)),
-        );
-        if let Ok(mut entries) = self.entries.lock()
-            && let Some(at) = entries.iter().position(|(k, _)| *k == key)
-        {
-            let entry = entries.remove(at);
-            let movement = Arc::clone(&entry.1);
-            entries.insert(0, entry);
-            return Ok(movement);
-        }
-        let movement = Arc::new(RunMovement::read(&dir).map_err(|error| {
-            tracing::error!(%error, run_id, "movement unreadable");
-            ApiError::Internal
-        })?);
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|(k, _)| k.0 != run_id);
-            entries.insert(0, (key, Arc::clone(&movement)));
-            entries.truncate(CACHED_RUNS);
-        }
-        Ok(movement)
+        let files = [dir.join(MOVEMENT), dir.join(WEEKLY_ASSIGNMENTS)];
+        self.recent.get_or_read(run_id, &files, || {
+            RunMovement::read(&dir).map_err(|error| {
+                tracing::error!(%error, run_id, "movement unreadable");
+                ApiError::Internal
+            })
+        })
     }
 
     /// Drops what is kept of `run_id` (its files were rewritten).
     pub fn forget(&self, run_id: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|(k, _)| k.0 != run_id);
-        }
+        self.recent.forget(run_id);
     }
 
     /// Drops everything (updates were missed, so any run may have changed).
     pub fn clear(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
-        }
+        self.recent.clear();
     }
 }
 
