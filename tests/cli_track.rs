@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use segscope::analysis::progress::NoProgress;
-use segscope::demo::synthetic_store::{PlantedChanges, PlantedTruth, StoreSpec, generate};
+use segscope::demo::store_spec;
+use segscope::demo::synthetic_store::{PlantedTruth, generate};
 use segscope::domain::MapMethod;
 use segscope::narrative::figures::Figure;
 use segscope::narrative::grounding::check_numbers;
@@ -82,11 +83,7 @@ fn planted() -> &'static Planted {
     PLANTED.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        let spec = StoreSpec {
-            weeks: 12,
-            changes: Some(PlantedChanges { from_week: 6 }),
-            ..StoreSpec::demo(CUSTOMERS, SEED)
-        };
+        let spec = store_spec(CUSTOMERS, SEED);
         let started = std::time::Instant::now();
         let store = generate(&spec, &data).expect("store");
         eprintln!("generate: {:.2}s", started.elapsed().as_secs_f64());
@@ -644,11 +641,7 @@ fn timing_on_a_larger_store() {
         .unwrap_or(20_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let spec = StoreSpec {
-        weeks: 12,
-        changes: Some(PlantedChanges { from_week: 6 }),
-        ..StoreSpec::demo(customers, SEED)
-    };
+    let spec = store_spec(customers, SEED);
     let started = std::time::Instant::now();
     let store = generate(&spec, &data).expect("store");
     eprintln!(

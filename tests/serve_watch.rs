@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use segscope::demo::synthetic_store::{
-    PlantedChanges, StoreSpec, WeekFiles, generate, split_by_week,
-};
+use segscope::demo::store_spec;
+use segscope::demo::synthetic_store::{WeekFiles, generate, split_by_week};
 use segscope::serve::jobs::{JobState, JobStatus};
 use segscope::serve::live::RunUpdate;
 use segscope::serve::watch::{Poll, Watch, staging_dir};
@@ -47,11 +46,7 @@ fn weekly() -> &'static Weekly {
     static WEEKLY: OnceLock<Weekly> = OnceLock::new();
     WEEKLY.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spec = StoreSpec {
-            weeks: 12,
-            changes: Some(PlantedChanges { from_week: 6 }),
-            ..StoreSpec::demo(CUSTOMERS, SEED)
-        };
+        let spec = store_spec(CUSTOMERS, SEED);
         let store = generate(&spec, &dir.path().join("store")).expect("store");
         let weeks = split_by_week(&store, &dir.path().join("weekly")).expect("split");
         Weekly { _dir: dir, weeks }

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use segscope::demo::store_spec;
 use segscope::demo::synthetic_store::{StoreSpec, generate};
 use segscope::serve::{AppState, ServeError, serve};
 use segscope::settings::Settings;
@@ -69,13 +70,8 @@ pub const TRACK_WEEKS: &str = "2026-W36..2026-W43";
 /// week 6, 1,000 customers, seed 7, a one-week browsing window, PCA) into
 /// `data_dir/runs/{id}`, as tests/cli_track.rs makes it.
 pub fn make_track_run(data_dir: &Path, id: &str) -> PathBuf {
-    use segscope::demo::synthetic_store::PlantedChanges;
     use segscope::track::{TrackRequest, WeekRange, run_track};
-    let spec = StoreSpec {
-        weeks: 12,
-        changes: Some(PlantedChanges { from_week: 6 }),
-        ..StoreSpec::demo(TRACK_CUSTOMERS, 7)
-    };
+    let spec = store_spec(TRACK_CUSTOMERS, 7);
     let source = data_dir.join("track-source");
     generate(&spec, &source).expect("planted store");
     let out = data_dir.join("runs").join(id);
