@@ -200,6 +200,20 @@ pub struct UmapSettings {
     pub n_epochs: usize,
 }
 
+impl UmapSettings {
+    /// The layout parameters for `n_rows` points: `n_neighbors` counts the point itself, as
+    /// in umap-learn, and is capped by the rows (at least 2). Not yet validated.
+    pub fn params(&self, n_rows: usize) -> crate::analysis::maps::umap::UmapParams {
+        crate::analysis::maps::umap::UmapParams {
+            n_neighbors: self.n_neighbors.min(n_rows).max(2),
+            min_dist: self.min_dist,
+            spread: self.spread,
+            n_epochs: (self.n_epochs > 0).then_some(self.n_epochs),
+            ..crate::analysis::maps::umap::UmapParams::default()
+        }
+    }
+}
+
 /// t-SNE settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +224,18 @@ pub struct TsneSettings {
     pub theta: f64,
     /// Iterations.
     pub max_iter: usize,
+}
+
+impl TsneSettings {
+    /// The fitting parameters these settings name.
+    pub fn params(&self) -> crate::analysis::maps::tsne::TsneParams {
+        crate::analysis::maps::tsne::TsneParams {
+            perplexity: self.perplexity,
+            theta: self.theta,
+            max_iter: self.max_iter,
+            ..crate::analysis::maps::tsne::TsneParams::default()
+        }
+    }
 }
 
 /// Validity measures.

@@ -12,8 +12,8 @@ use crate::analysis::clustering::{self, ClusterSpec, KChoice, KSelection, Stabil
 use crate::analysis::knn::{KnnError, KnnGraph, KnnIndex, knn_graph};
 use crate::analysis::kpis::BusinessKpis;
 use crate::analysis::maps::pca::fit_pca;
-use crate::analysis::maps::tsne::{TransformParams, TsneParams, fit_tsne};
-use crate::analysis::maps::umap::{UmapParams, fit_umap};
+use crate::analysis::maps::tsne::{TransformParams, fit_tsne};
+use crate::analysis::maps::umap::fit_umap;
 use crate::analysis::profile::SegmentProfile;
 use crate::analysis::progress::Progress;
 use crate::analysis::separation::{MapNeighbors, SplitSegment};
@@ -336,16 +336,11 @@ fn draw_map(
         MapMethod::Umap => {
             let u = &settings.umap;
             // n_neighbors counts the point itself, as in umap-learn; the graph excludes it.
-            let n_neighbors = u.n_neighbors.min(x_fit.nrows()).max(2);
-            let params = UmapParams {
-                n_neighbors,
-                min_dist: u.min_dist,
-                spread: u.spread,
-                n_epochs: (u.n_epochs > 0).then_some(u.n_epochs),
-                ..UmapParams::default()
-            }
-            .validate()
-            .map_err(|e| failed(e.to_string()))?;
+            let params = u
+                .params(x_fit.nrows())
+                .validate()
+                .map_err(|e| failed(e.to_string()))?;
+            let n_neighbors = params.params().n_neighbors;
             let knn = knn_graph(x_fit, n_neighbors - 1, seed, progress)
                 .map_err(|e| failed(e.to_string()))?;
             let model = fit_umap(x_fit, &knn, &params, seed, progress)
@@ -378,12 +373,7 @@ fn draw_map(
         }
         MapMethod::Tsne => {
             let t = &settings.tsne;
-            let params = TsneParams {
-                perplexity: t.perplexity,
-                theta: t.theta,
-                max_iter: t.max_iter,
-                ..TsneParams::default()
-            };
+            let params = t.params();
             let map =
                 fit_tsne(x_fit, &params, seed, progress).map_err(|e| failed(e.to_string()))?;
             let placed = match inputs.placement {

@@ -21,8 +21,8 @@ use super::{TrackError, TrackRequest, TrackSettings};
 use crate::analysis::clustering::{self, ClusterSpec, KChoice, SegmentModel};
 use crate::analysis::knn::{KnnIndex, knn_graph};
 use crate::analysis::maps::pca::{PcaModel, fit_pca};
-use crate::analysis::maps::tsne::{TransformParams, TsneMap, TsneParams, fit_tsne};
-use crate::analysis::maps::umap::{UmapModel, UmapParams, fit_umap};
+use crate::analysis::maps::tsne::{TransformParams, TsneMap, fit_tsne};
+use crate::analysis::maps::umap::{UmapModel, fit_umap};
 use crate::analysis::progress::{NoProgress, Progress};
 use crate::domain::{BrowsingDocument, MapMethod, Method};
 use crate::embedding::{ConfiguredEmbedder, Embedder};
@@ -224,6 +224,15 @@ pub fn run_track(
     };
     let data_first = IsoWeek::of(first_time);
     let data_last = IsoWeek::of(last_time);
+    // Weeks are counted from the first browsing event (the first row without browsing);
+    // the first week whose trailing browsing window lies wholly in the data is `complete`:
+    // before it the window is still filling, and its growing totals would read as drift.
+    let browsing_start = browsing
+        .as_ref()
+        .and_then(Several::first_time)
+        .map(IsoWeek::of);
+    let start = browsing_start.unwrap_or_else(|| IsoWeek::of(first_time));
+    let complete = window_complete(start, track.browsing_window_weeks);
     let range = match request.weeks {
         Some(range) => {
             if range.first < data_first || range.last > data_last {
@@ -237,16 +246,7 @@ pub fn run_track(
             range
         }
         None => {
-            let start = IsoWeek::of(
-                browsing
-                    .as_ref()
-                    .and_then(Several::first_time)
-                    .unwrap_or(first_time),
-            );
-            // The first week whose trailing browsing window lies wholly in the data: before
-            // it the window is still filling, and its growing totals would read as drift.
-            // Data too short for that keeps every week (and the note below says so).
-            let complete = window_complete(start, track.browsing_window_weeks);
+            // Data too short to start at `complete` keeps every week (the note below says so).
             let enough = WeekRange {
                 first: complete,
                 last: data_last,
@@ -254,25 +254,17 @@ pub fn run_track(
             .weeks()
             .len()
                 > track.fit_weeks;
-            let first = if enough { complete } else { start };
             WeekRange {
-                first,
+                first: if enough { complete } else { start },
                 last: data_last,
             }
         }
     };
-    let browsing_start = browsing
-        .as_ref()
-        .and_then(Several::first_time)
-        .map(IsoWeek::of);
-    if let Some(browsing_start) = browsing_start {
-        let complete = window_complete(browsing_start, track.browsing_window_weeks);
-        if range.first < complete {
-            notes.push(format!(
-                "Weeks before {complete} see only part of the {}-week browsing window (browsing starts in {browsing_start}); their browsing totals grow as the window fills, so drift there measures the window, not behaviour.",
-                track.browsing_window_weeks
-            ));
-        }
+    if browsing_start.is_some() && range.first < complete {
+        notes.push(format!(
+            "Weeks before {complete} see only part of the {}-week browsing window (browsing starts in {start}); their browsing totals grow as the window fills, so drift there measures the window, not behaviour.",
+            track.browsing_window_weeks
+        ));
     }
     let weeks = range.weeks();
     if weeks.len() <= track.fit_weeks {
@@ -427,17 +419,12 @@ pub fn run_track(
     };
     let umap: Option<(UmapModel, KnnIndex, usize)> = if request.maps.contains(&MapMethod::Umap) {
         progress.start("UMAP of the fit weeks", 0);
-        let u = &settings.umap;
-        let n_neighbors = u.n_neighbors.min(n_fit).max(2);
-        let params = UmapParams {
-            n_neighbors,
-            min_dist: u.min_dist,
-            spread: u.spread,
-            n_epochs: (u.n_epochs > 0).then_some(u.n_epochs),
-            ..UmapParams::default()
-        }
-        .validate()
-        .map_err(|e| map_failed(e.to_string()))?;
+        let params = settings
+            .umap
+            .params(n_fit)
+            .validate()
+            .map_err(|e| map_failed(e.to_string()))?;
+        let n_neighbors = params.params().n_neighbors;
         let knn = knn_graph(x_fit.view(), n_neighbors - 1, seed, progress)
             .map_err(|e| map_failed(e.to_string()))?;
         let model = stages
@@ -461,13 +448,7 @@ pub fn run_track(
     let tsne: Option<(TsneMap, Option<KnnIndex>, TransformParams, usize)> =
         if request.maps.contains(&MapMethod::Tsne) {
             progress.start("t-SNE of the fit weeks", 0);
-            let t = &settings.tsne;
-            let params = TsneParams {
-                perplexity: t.perplexity,
-                theta: t.theta,
-                max_iter: t.max_iter,
-                ..TsneParams::default()
-            };
+            let params = settings.tsne.params();
             let map = stages
                 .run("tsne", || fit_tsne(x_fit.view(), &params, seed, progress))
                 .map_err(|e| tsne_failed(e.to_string()))?;
